@@ -1,0 +1,261 @@
+"""Table.build_index: sample, train k-means, assign every row, rewrite clustered by partition, commit.
+
+Plan, then execute: the driver samples and trains, writes the centroids, and plans ``BuildTask``
+records (fragment ids of the version it read); tasks (same function under every engine) read their
+fragments, assign rows to their nearest centroid, write one fragment per partition and return the
+fragment metadata plus a partial exact top-k of the calibration queries. The driver writes the
+partition-map sidecar and the index metadata, then commits one Lance ``Rewrite`` of all old
+fragments into the new ones (concurrent appends survive it: they stay unassigned and are scanned).
+
+Default nprobe: calibration queries are held-out sample rows; tasks compute their exact top-10
+over the whole table while assigning, so the driver knows, for each neighbour, how far down the
+query's centroid ranking its partition is: recall@10 for every nprobe follows exactly, and the
+smallest nprobe reaching ``CALIBRATION_TARGET_RECALL`` becomes the default.
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+
+import lance
+import numpy as np
+import pyarrow as pa
+
+from ..config import (CALIBRATION_K, CALIBRATION_QUERIES, CALIBRATION_TARGET_RECALL, ID_COLUMN,
+                      INDEX_DIR, KMEANS_MAX_POINTS_PER_CENTROID, PARTITION_COLUMN, VECTOR_COLUMN,
+                      default_num_partitions)
+from ..errors import InvalidArgumentError, LakevecError
+from ..ingest.write import FragmentSink, WrittenFiles, delete_written
+from ..metadata import IndexMeta
+from ..search.kernels import distances, topk_rows
+from ..search.reader import vectors_of
+from ..store.lance_io import commit, open_dataset
+from ..store.location import parse_location
+from ..store.objects import ObjectStore, new_id
+from .ivf import IvfModel
+from .kmeans import train_kmeans
+
+BUILD_TASK_BYTES = 1 << 30  # data one build task clusters in memory (one fragment per partition each)
+
+
+@dataclass(frozen=True)
+class BuildTask:
+    """A picklable unit of index-build work: which fragments to cluster, where the model is."""
+
+    task_id: int
+    table_uri: str
+    data_uri: str
+    storage_options: dict | None
+    read_version: int
+    fragment_ids: tuple
+    index_id: str
+    metric: str
+    schema: pa.Schema
+    flush_bytes: int = BUILD_TASK_BYTES
+
+
+@dataclass
+class BuildTaskResult:
+    """What a build task wrote, plus its partial calibration top-k."""
+
+    task_id: int
+    written: WrittenFiles
+    calib_dist: np.ndarray
+    calib_part: np.ndarray
+    calib_ids: np.ndarray
+    rows: int = 0
+    seconds: float = 0.0
+    partition_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def _index_uri(table_uri: str, index_id: str, suffix: str) -> str:
+    return f"{table_uri.rstrip('/')}/{INDEX_DIR}/{index_id}.{suffix}"
+
+
+def _load_npy(store: ObjectStore, uri: str) -> np.ndarray:
+    return np.load(io.BytesIO(store.read_bytes(uri)), allow_pickle=False)
+
+
+def run_build_task(task: BuildTask) -> BuildTaskResult:
+    """Cluster the task's fragments: assign, write one fragment per partition, calibrate (worker side)."""
+    t0 = time.time()
+    store = ObjectStore(parse_location(task.table_uri, task.storage_options))
+    centroids = _load_npy(store, _index_uri(task.table_uri, task.index_id, "centroids.npy"))
+    calib = np.load(io.BytesIO(store.read_bytes(_index_uri(task.table_uri, task.index_id, "calib.npz"))))
+    cq, cq_ids = calib["queries"], calib["ids"]
+    model = IvfModel(centroids, task.metric)
+    ds = open_dataset(task.data_uri, task.storage_options, task.read_version)
+    sink = FragmentSink(task.data_uri, task.schema, task.storage_options, model, flush_bytes=task.flush_bytes,
+                        max_rows_per_file=1 << 30)
+    kc = CALIBRATION_K + 1
+    best_d = np.full((len(cq), kc), np.inf, dtype=np.float32)
+    best_p = np.full((len(cq), kc), -1, dtype=np.int32)
+    best_i = np.full((len(cq), kc), -1, dtype=np.int64)
+    cq_is_str = cq_ids.dtype.kind in "US"
+    if cq_is_str:
+        best_i = np.full((len(cq), kc), "", dtype=object)
+    part_rows = np.zeros(model.nlist, dtype=np.int64)
+    rows = 0
+    cols = [f.name for f in task.schema if f.name != PARTITION_COLUMN]
+    try:
+        frags = [ds.get_fragment(fid) for fid in task.fragment_ids]
+        for fr in frags:
+            for batch in fr.to_batches(columns=cols, batch_size=65536):
+                vec = np.ascontiguousarray(vectors_of(batch.column(VECTOR_COLUMN)), dtype=np.float32)
+                parts = model.assign(vec)
+                np.add.at(part_rows, parts, 1)
+                sink.add(batch, vec, partitions=parts)
+                rows += batch.num_rows
+                if len(cq):
+                    _calibrate(cq, task.metric, vec, parts, batch.column(ID_COLUMN), best_d, best_p, best_i)
+        written = sink.finish()
+    except BaseException:
+        delete_written(store, task.data_uri, sink.out)
+        raise
+    return BuildTaskResult(task.task_id, written, best_d, best_p, best_i, rows, time.time() - t0, part_rows)
+
+
+def _calibrate(cq, metric, vec, parts, ids_col, best_d, best_p, best_i) -> None:
+    """Merge this batch's exact neighbours of the calibration queries into the running top-k."""
+    kc = best_d.shape[1]
+    d = distances(cq, vec, metric)
+    loc, ld = topk_rows(d, min(kc, d.shape[1]))
+    ids = np.asarray(ids_col.to_numpy(zero_copy_only=False))
+    cat_d = np.concatenate([best_d, ld], axis=1)
+    cat_p = np.concatenate([best_p, parts[loc]], axis=1)
+    cat_i = np.concatenate([best_i, ids[loc].astype(best_i.dtype)], axis=1)
+    sel, sd = topk_rows(cat_d, kc)
+    best_d[:] = sd
+    best_p[:] = np.take_along_axis(cat_p, sel, axis=1)
+    best_i[:] = np.take_along_axis(cat_i, sel, axis=1)
+
+
+def recall_curve(model: IvfModel, cq: np.ndarray, cq_ids: np.ndarray, results: list[BuildTaskResult],
+                 k: int = CALIBRATION_K) -> np.ndarray:
+    """Return recall@k of IVF search for nprobe = 1..nlist, from the merged calibration top-k."""
+    if len(cq) == 0:
+        return np.ones(model.nlist)
+    d = np.concatenate([r.calib_dist for r in results], axis=1)
+    p = np.concatenate([r.calib_part for r in results], axis=1)
+    i = np.concatenate([r.calib_ids for r in results], axis=1)
+    order = np.argsort(d, axis=1, kind="stable")
+    p = np.take_along_axis(p, order, axis=1)
+    i = np.take_along_axis(i, order, axis=1)
+    d = np.take_along_axis(d, order, axis=1)
+    ranks = np.empty((len(cq), model.nlist), dtype=np.int32)
+    ranked = model.rank_partitions(cq)
+    ranks[np.arange(len(cq))[:, None], ranked] = np.arange(model.nlist)[None, :]
+    needed = []
+    for qi in range(len(cq)):
+        keep = [j for j in range(p.shape[1]) if p[qi, j] >= 0 and i[qi, j] != cq_ids[qi]][:k]
+        needed.append([ranks[qi, p[qi, j]] + 1 for j in keep] + [model.nlist + 1] * (k - len(keep)))
+    needed = np.asarray(needed)
+    counts = np.bincount(np.minimum(needed.ravel(), model.nlist + 1), minlength=model.nlist + 2)
+    return np.cumsum(counts)[1:model.nlist + 1] / needed.size
+
+
+def build_index(table, num_partitions: int | None = None, engine: str = "local", sample_rows: int | None = None,
+                target_recall: float = CALIBRATION_TARGET_RECALL, seed: int = 1234,
+                task_bytes: int = BUILD_TASK_BYTES) -> IndexMeta:
+    """Build the IVF index of ``table`` and rewrite it clustered by partition (see module doc)."""
+    t0 = time.time()
+    ds = table._open_latest()
+    n = ds.count_rows()
+    if n == 0:
+        raise InvalidArgumentError(f"table {table.name!r} is empty: add rows before building an index")
+    if num_partitions is None:
+        nlist = default_num_partitions(n)
+    else:
+        if not isinstance(num_partitions, (int, np.integer)) or isinstance(num_partitions, bool) or num_partitions < 1:
+            raise InvalidArgumentError(f"num_partitions must be a positive integer, got {num_partitions!r}")
+        if num_partitions > n:
+            raise InvalidArgumentError(f"num_partitions={num_partitions} exceeds the {n} rows of table {table.name!r}")
+        nlist = int(num_partitions)
+    rv = ds.version
+    metric = table.meta.metric
+    rng = np.random.default_rng(seed)
+    n_train = min(n, sample_rows or nlist * KMEANS_MAX_POINTS_PER_CENTROID)
+    n_cal = min(CALIBRATION_QUERIES, max(0, n - CALIBRATION_K - 1))
+    # Calibration queries are table rows (their own match is excluded from the truth); they may
+    # overlap the training sample, which only positions centroids.
+    train_pos = np.sort(rng.choice(n, n_train, replace=False))
+    cal_pos = np.sort(rng.choice(n, n_cal, replace=False))
+    picks, inverse = np.unique(np.concatenate([train_pos, cal_pos]), return_inverse=True)
+    sample = ds.take(picks.tolist(), columns=[ID_COLUMN, VECTOR_COLUMN])
+    vecs = np.ascontiguousarray(vectors_of(sample.column(VECTOR_COLUMN)), dtype=np.float32)
+    sids = sample.column(ID_COLUMN).to_numpy(zero_copy_only=False)
+    train_idx, cal_idx = inverse[:n_train], inverse[n_train:]
+    t_sample = time.time() - t0
+    centroids = train_kmeans(vecs[train_idx], nlist, metric, seed=seed)
+    t_train = time.time() - t0 - t_sample
+    model = IvfModel(centroids, metric)
+    index_id = f"ivf-{rv:06d}-{new_id()[:12]}"
+    cq = vecs[cal_idx]
+    cq_ids = sids[cal_idx]
+    if cq_ids.dtype == object:
+        cq_ids = cq_ids.astype(str)
+    _write_npy(table.store, _index_uri(table.loc.uri, index_id, "centroids.npy"), centroids)
+    buf = io.BytesIO()
+    np.savez(buf, queries=cq, ids=cq_ids)
+    table.store.write_bytes(_index_uri(table.loc.uri, index_id, "calib.npz"), buf.getvalue())
+
+    old = [f.metadata for f in ds.get_fragments()]
+    schema = ds.schema
+    tasks = plan_build_tasks(table, ds, rv, index_id, schema, task_bytes)
+    from ..engines import get_engine
+    results: list[BuildTaskResult] = []
+    try:
+        results = get_engine(engine).map(run_build_task, tasks, name="build_index")
+        written = WrittenFiles()
+        for r in sorted(results, key=lambda r: r.task_id):
+            written.extend(r.written)
+        if written.rows != n:
+            raise LakevecError(f"index build of table {table.name!r} wrote {written.rows} rows, expected {n}")
+        curve = recall_curve(model, cq, cq_ids, results)
+        reach = np.flatnonzero(curve >= target_recall)
+        default_nprobe = int(reach[0] + 1) if len(reach) else nlist
+        sizes = np.sum([r.partition_rows for r in results], axis=0)
+        probes = sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, default_nprobe) if p <= nlist})
+        meta = IndexMeta(index_id, metric, table.meta.dim, nlist, rv, None, [int(s) for s in sizes],
+                         default_nprobe, [[p, round(float(curve[p - 1]), 4)] for p in probes], len(train_idx),
+                         0.0, time.time())
+        meta.stats = {"sample_seconds": round(t_sample, 3), "train_seconds": round(t_train, 3),
+                      "tasks": len(tasks), "engine": engine}
+        meta.build_seconds = round(time.time() - t0, 3)
+        table.files.write_index(meta, None, centroids)
+        table.files.write_partmap(f"{index_id}", index_id, written.partitions)
+        op = lance.LanceOperation.Rewrite([lance.LanceOperation.RewriteGroup(old, written.fragments)], [])
+        new_ds = commit(table.data_uri, op, rv, table.lake.lance_options, f"committing the index of table {table.name!r}")
+    except BaseException:
+        for r in results:
+            delete_written(table.store, table.data_uri, r.written)
+        raise
+    meta.data_version = new_ds.version
+    meta.build_seconds = round(time.time() - t0, 3)
+    table.files.update_index_meta(meta)
+    table._invalidate()
+    return meta
+
+
+def plan_build_tasks(table, ds, read_version: int, index_id: str, schema: pa.Schema,
+                     task_bytes: int = BUILD_TASK_BYTES) -> list[BuildTask]:
+    """Group the version's fragments into tasks of about ``task_bytes`` of data each."""
+    groups: list[list[int]] = [[]]
+    acc = 0
+    for fr in ds.get_fragments():
+        size = sum(int(df.file_size_bytes or 0) for df in fr.metadata.files)
+        if groups[-1] and acc + size > task_bytes:
+            groups.append([])
+            acc = 0
+        groups[-1].append(fr.fragment_id)
+        acc += size
+    return [BuildTask(i, table.loc.uri, table.data_uri, table.lake.lance_options, read_version, tuple(g), index_id,
+                      table.meta.metric, schema, task_bytes)
+            for i, g in enumerate(groups) if g]
+
+
+def _write_npy(store: ObjectStore, uri: str, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    store.write_bytes(uri, buf.getvalue())

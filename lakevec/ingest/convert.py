@@ -1,0 +1,258 @@
+"""Turn every accepted input kind into a stream of Arrow record batches with canonical column names.
+
+Accepted: pyarrow Table / RecordBatch / RecordBatchReader, pandas DataFrame, a dict of columns
+(``{"id": ..., "vector": 2-D array, ...}``), or Parquet sources: a path, a glob, a folder, or a list
+of them, on local disk or ``s3://``. Parquet is read row group by row group; a failed read resumes
+at the row group it failed on (the iteration is retried, not only the open).
+"""
+from __future__ import annotations
+
+import fnmatch
+import glob as _glob
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..config import ID_COLUMN, INGEST_BATCH_ROWS, VECTOR_COLUMN
+from ..errors import InvalidArgumentError, LakevecError, SchemaError, StorageError
+from ..store.location import parse_location
+from ..store.objects import ObjectStore, wrap_io_error
+
+READ_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """One Parquet file to ingest: URI plus identity (size, mtime/etag) for idempotency keys."""
+
+    uri: str
+    size: int
+    mtime_ns: int = 0
+
+    def identity(self) -> str:
+        return f"{self.uri}|{self.size}|{self.mtime_ns}"
+
+
+def is_path_input(data) -> bool:
+    """Return True if ``data`` names Parquet files (str/PathLike or a list of them)."""
+    if isinstance(data, (str, os.PathLike)):
+        return True
+    return isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(x, (str, os.PathLike)) for x in data)
+
+
+def resolve_files(data, storage_options: dict | None = None) -> list[FileSource]:
+    """Expand paths/globs/folders (local or s3://) into a sorted list of Parquet FileSources."""
+    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    out: list[FileSource] = []
+    for item in items:
+        item = os.fspath(item)
+        found = _expand_one(item, storage_options)
+        if not found:
+            raise StorageError(f"no Parquet files found at {item}")
+        out.extend(found)
+    seen, uniq = set(), []
+    for s in out:
+        if s.uri not in seen:
+            seen.add(s.uri)
+            uniq.append(s)
+    return uniq
+
+
+def _expand_one(item: str, storage_options: dict | None) -> list[FileSource]:
+    if item.startswith(("s3://", "s3a://")):
+        store = file_store(item, storage_options)
+        loc = store.loc
+        path = loc.fs_path(loc.uri)
+        has_glob = any(c in path for c in "*?[")
+        base = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] if has_glob else path
+        try:
+            info = store.fs.get_file_info(path) if not has_glob else None
+            if info is not None and info.type == pafs.FileType.File:
+                return [FileSource("s3://" + path, int(info.size), int(info.mtime_ns or 0))]
+            infos = store.fs.get_file_info(pafs.FileSelector(base, recursive=has_glob, allow_not_found=True))
+        except Exception as e:
+            raise wrap_io_error(e, f"listing {item}") from e
+        pat = path if has_glob else None
+        res = [
+            FileSource("s3://" + i.path, int(i.size), int(i.mtime_ns or 0))
+            for i in infos
+            if i.type == pafs.FileType.File
+            and (fnmatch.fnmatch(i.path, pat) if pat else i.path.endswith(".parquet"))
+        ]
+        return sorted(res, key=lambda s: s.uri)
+    path = os.path.abspath(os.path.expanduser(item[7:] if item.startswith("file://") else item))
+    if os.path.isdir(path):
+        paths = sorted(_glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    elif any(c in path for c in "*?["):
+        paths = sorted(p for p in _glob.glob(path, recursive=True) if os.path.isfile(p))
+    elif os.path.isfile(path):
+        paths = [path]
+    else:
+        raise StorageError(f"Parquet source not found: {item}")
+    return [FileSource(p, os.path.getsize(p), os.stat(p).st_mtime_ns) for p in paths]
+
+
+def file_store(uri: str, storage_options: dict | None) -> ObjectStore:
+    """Return an ObjectStore rooted at ``uri`` (bucket root for S3) with the given credentials."""
+    return ObjectStore(parse_location(uri.replace("s3a://", "s3://"), storage_options))
+
+
+def sources_key(files: list[FileSource]) -> str:
+    """Return the idempotency key derived from source paths, sizes and modification times/ETags."""
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda s: s.uri):
+        h.update(f.identity().encode())
+        h.update(b"\n")
+    return "src-" + h.hexdigest()[:40]
+
+
+def iter_parquet(src: FileSource, storage_options: dict | None, batch_rows: int = INGEST_BATCH_ROWS,
+                 columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Yield the record batches of one Parquet file, retrying a failed row group from where it failed."""
+    group = 0
+    attempts = 0
+    while True:
+        try:
+            pf = _open_parquet(src, storage_options)
+            n_groups = pf.metadata.num_row_groups
+            while group < n_groups:
+                tbl = pf.read_row_group(group, columns=columns)
+                for b in tbl.to_batches(max_chunksize=batch_rows):
+                    yield b
+                group += 1
+                attempts = 0
+            return
+        except LakevecError:
+            raise
+        except (OSError, pa.ArrowException) as e:
+            attempts += 1
+            if attempts > READ_RETRIES or isinstance(e, pa.ArrowInvalid):
+                raise wrap_io_error(e, f"reading Parquet {src.uri} (row group {group})") from e
+            time.sleep(0.2 * 2 ** attempts)  # transient store error: reopen and resume at this group
+
+
+def _open_parquet(src: FileSource, storage_options: dict | None) -> pq.ParquetFile:
+    try:
+        if src.uri.startswith("s3://"):
+            store = file_store(src.uri, storage_options)
+            f = store.fs.open_input_file(store.loc.fs_path(store.loc.uri))
+            store.counters.add(gets=1)
+        else:
+            f = src.uri
+        return pq.ParquetFile(f)
+    except FileNotFoundError as e:
+        raise StorageError(f"Parquet source not found: {src.uri}") from e
+    except pa.ArrowInvalid as e:
+        raise StorageError(f"{src.uri} is not a readable Parquet file: {e}") from e
+
+
+def rename_columns(batch: pa.RecordBatch, id_column: str, vector_column: str, where: str) -> pa.RecordBatch:
+    """Return ``batch`` with the user's id/vector columns renamed to the canonical names."""
+    names = batch.schema.names
+    for col, role in ((id_column, "id"), (vector_column, "vector")):
+        if col not in names:
+            raise SchemaError(f"{where}: {role} column {col!r} not found (columns: {names})", source=where)
+    if id_column == ID_COLUMN and vector_column == VECTOR_COLUMN:
+        return batch
+    clash = [n for n in names if n in (ID_COLUMN, VECTOR_COLUMN) and n not in (id_column, vector_column)]
+    if clash:
+        raise SchemaError(f"{where}: column(s) {clash} clash with the canonical id/vector names", source=where)
+    mapping = {id_column: ID_COLUMN, vector_column: VECTOR_COLUMN}
+    return batch.rename_columns([mapping.get(n, n) for n in names])
+
+
+def memory_batches(data, id_column: str, vector_column: str,
+                   batch_rows: int = INGEST_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Yield record batches (canonical names) from an in-memory input of any accepted kind."""
+    where = "input"
+    if isinstance(data, pa.RecordBatchReader):
+        for b in data:
+            yield rename_columns(b, id_column, vector_column, where)
+        return
+    table = to_arrow_table(data, vector_column)
+    for b in table.to_batches(max_chunksize=batch_rows):
+        yield rename_columns(b, id_column, vector_column, where)
+
+
+def to_arrow_table(data, vector_column: str = VECTOR_COLUMN) -> pa.Table:
+    """Convert a pyarrow/pandas/dict input to a pyarrow Table (vectors as a list column)."""
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, dict):
+        if not data:
+            raise InvalidArgumentError("input dict is empty: expected {'id': ..., 'vector': 2-D array, ...}")
+        cols = {}
+        for name, values in data.items():
+            cols[str(name)] = vectors_to_arrow(values, name) if name == vector_column else _column(values, name)
+        try:
+            return pa.table(cols)
+        except pa.ArrowInvalid as e:
+            raise InvalidArgumentError(f"input dict columns do not line up: {e}") from e
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        if vector_column not in data.columns:
+            raise SchemaError(f"input DataFrame: vector column {vector_column!r} not found "
+                              f"(columns: {list(map(str, data.columns))})")
+        cols = {}
+        for name in data.columns:
+            s = data[name]
+            cols[str(name)] = vectors_to_arrow(s.to_numpy(), name) if name == vector_column else _column(s, name)
+        return pa.table(cols)
+    if isinstance(data, np.ndarray):
+        raise InvalidArgumentError("a bare array has no ids: pass {'id': ids, 'vector': array} instead")
+    raise InvalidArgumentError(
+        f"unsupported input type {type(data).__name__}: expected a pyarrow Table/RecordBatchReader, a pandas "
+        "DataFrame, a dict of columns, or Parquet path(s)"
+    )
+
+
+def _column(values, name) -> pa.Array:
+    try:
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            return values
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise SchemaError(f"input column {name!r} cannot be converted to Arrow: {e}") from e
+
+
+def vectors_to_arrow(values, name=VECTOR_COLUMN) -> pa.Array:
+    """Convert a 2-D array or a sequence of 1-D arrays to an Arrow list array (validation comes later)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        if values.dtype.kind not in "fiub":
+            raise SchemaError(f"vector column {name!r} has dtype {values.dtype}; expected numbers")
+        arr = values.astype(np.float32, copy=False) if values.dtype.kind != "f" else values
+        flat = pa.array(np.ascontiguousarray(arr).ravel())
+        return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "fiub" and len(values):
+        raise SchemaError(f"vector column {name!r} is 1-D: pass one vector per row (a 2-D array)")
+    seq = list(values)
+    try:
+        dims = {len(v) for v in seq if v is not None and not (isinstance(v, float) and np.isnan(v))}
+    except TypeError:
+        raise SchemaError(f"vector column {name!r} holds non-sequence values "
+                          f"(first: {type(seq[0]).__name__ if seq else None})") from None
+    if len(dims) == 1 and all(v is not None for v in seq):
+        try:
+            mat = np.asarray(seq)
+        except ValueError:
+            mat = None
+        if mat is not None and mat.ndim == 2 and mat.dtype.kind in "fiub":
+            return vectors_to_arrow(mat, name)
+    try:
+        return pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else list(v) for v in seq])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise SchemaError(f"vector column {name!r} cannot be converted to Arrow lists: {e}") from e

@@ -1,0 +1,284 @@
+"""Validate and normalise one record batch against a table's spec, row by row.
+
+Batch-level problems (a missing column, a vector column of strings, an id column of the wrong
+type, user columns that drift from the table's schema) raise at once. Row-level problems (null
+or duplicate ids, null vectors, wrong dimension, null elements, NaN/Inf, zero vectors in a cosine
+table) are returned as ``(row, column, reason)`` so the caller can raise, skip or quarantine.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
+from ..errors import SchemaError
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a batch is validated against: picklable, small (sent to engine tasks)."""
+
+    name: str
+    dim: int
+    metric: str
+    id_type: str  # "int64" | "string"
+    user_schema: pa.Schema | None  # None until the first rows fix the user columns
+
+    def output_schema(self, user_schema: pa.Schema | None = None) -> pa.Schema:
+        """Return the Lance schema of the table: id, vector, user columns, _partition."""
+        us = user_schema if user_schema is not None else (self.user_schema or pa.schema([]))
+        id_t = pa.int64() if self.id_type == "int64" else pa.string()
+        fields = [pa.field(ID_COLUMN, id_t, nullable=False),
+                  pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), self.dim), nullable=False)]
+        fields += list(us)
+        fields.append(pa.field(PARTITION_COLUMN, pa.int32(), nullable=False))
+        return pa.schema(fields)
+
+
+@dataclass
+class Checked:
+    """A validated batch: the good rows (canonical types), and the problems of the bad ones."""
+
+    good: pa.RecordBatch | None
+    problems: list = field(default_factory=list)  # [(row, column, reason)], row = global row number
+    bad_rows: list = field(default_factory=list)  # [(row, id repr, reason)] for quarantine
+    vectors: np.ndarray | None = None  # float32 (n_good, dim) view of the good vectors
+
+
+class IdTracker:
+    """Detects duplicate ids within one ingestion and against ids already in the table."""
+
+    def __init__(self, id_type: str, existing=None):
+        self.id_type = id_type
+        self._seen_int = np.empty(0, dtype=np.int64)  # sorted
+        self._seen_str: set = set()
+        self._first_row: dict = {}
+        if existing is not None and len(existing):
+            if id_type == "int64":
+                self._existing = np.unique(np.asarray(existing, dtype=np.int64))
+            else:
+                self._existing_str = set(existing)
+        if not hasattr(self, "_existing"):
+            self._existing = np.empty(0, dtype=np.int64)
+        if not hasattr(self, "_existing_str"):
+            self._existing_str = set()
+
+    def check(self, ids, rows: np.ndarray) -> dict[int, str]:
+        """Return {row: reason} for duplicate ids among ``ids`` (nulls already removed) and remember them."""
+        bad: dict[int, str] = {}
+        if self.id_type == "int64":
+            ids = np.asarray(ids, dtype=np.int64)
+            in_table = _isin_sorted(ids, self._existing)
+            in_seen = _isin_sorted(ids, self._seen_int)
+            order = np.argsort(ids, kind="stable")
+            s = ids[order]
+            dup_within = np.zeros(len(ids), dtype=bool)
+            if len(s) > 1:
+                same = s[1:] == s[:-1]
+                dup_within[order[1:][same]] = True
+            for i in np.flatnonzero(in_table | in_seen | dup_within):
+                v = int(ids[i])
+                if in_table[i]:
+                    bad[int(rows[i])] = f"duplicate id {v}: already in the table"
+                else:
+                    bad[int(rows[i])] = f"duplicate id {v} (also at row {self._first_row.get(v, '?')})"
+            keep = ~(in_table | in_seen | dup_within)
+            # remember the first row of every new id, for messages naming both rows
+            if len(self._first_row) < 100000:
+                for i in np.flatnonzero(keep)[:1000]:
+                    self._first_row.setdefault(int(ids[i]), int(rows[i]))
+            if dup_within.any():
+                first = order[np.r_[True, s[1:] != s[:-1]]]
+                for i in first[:1000]:
+                    self._first_row.setdefault(int(ids[i]), int(rows[i]))
+            self._seen_int = np.union1d(self._seen_int, ids[~in_table])
+        else:
+            for i, v in enumerate(ids):
+                if v in self._existing_str:
+                    bad[int(rows[i])] = f"duplicate id {v!r}: already in the table"
+                elif v in self._seen_str:
+                    bad[int(rows[i])] = f"duplicate id {v!r} (also at row {self._first_row.get(v, '?')})"
+                else:
+                    self._seen_str.add(v)
+                    if len(self._first_row) < 100000:
+                        self._first_row[v] = int(rows[i])
+        return bad
+
+
+def _isin_sorted(x: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
+    if len(sorted_ref) == 0 or len(x) == 0:
+        return np.zeros(len(x), dtype=bool)
+    pos = np.searchsorted(sorted_ref, x)
+    pos[pos == len(sorted_ref)] = 0
+    return sorted_ref[pos] == x
+
+
+def check_batch(batch: pa.RecordBatch, spec: TableSpec, row_offset: int, where: str,
+                ids: IdTracker | None) -> Checked:
+    """Validate ``batch`` (canonical column names) and return its good rows and row problems."""
+    n = batch.num_rows
+    rows = np.arange(row_offset, row_offset + n)
+    reasons: dict[int, tuple[str, str]] = {}  # local row -> (column, reason); first reason wins
+
+    if PARTITION_COLUMN in batch.schema.names:
+        raise SchemaError(f"{where}: column {PARTITION_COLUMN!r} is reserved by lakevec", source=where)
+    id_arr = _check_id_type(batch.column(ID_COLUMN), spec, where)
+    vec, vec_bad = _check_vectors(batch.column(VECTOR_COLUMN), spec, where)
+    for i, r in vec_bad.items():
+        reasons.setdefault(i, (VECTOR_COLUMN, r))
+    id_null = np.asarray(id_arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    for i in np.flatnonzero(id_null):
+        reasons.setdefault(int(i), (ID_COLUMN, "null id"))
+    user_cols = _check_user_columns(batch, spec, where)
+
+    if ids is not None:
+        valid_idx = np.flatnonzero(~id_null)
+        if len(valid_idx):
+            vals = id_arr.take(pa.array(valid_idx)).to_numpy(zero_copy_only=False)
+            for glob_row, why in ids.check(vals, rows[valid_idx]).items():
+                reasons.setdefault(int(glob_row - row_offset), (ID_COLUMN, why))
+
+    bad_local = np.array(sorted(reasons), dtype=np.int64)
+    mask = np.ones(n, dtype=bool)
+    mask[bad_local] = False
+    problems = [(int(rows[i]), reasons[i][0], reasons[i][1]) for i in bad_local]
+    bad_rows = [(int(rows[i]), _repr_id(id_arr, i), f"{reasons[i][0]}: {reasons[i][1]}") for i in bad_local]
+
+    good_vec = vec[mask]
+    if spec.metric == "cosine" and len(good_vec):
+        good_vec = good_vec / np.linalg.norm(good_vec, axis=1, keepdims=True).astype(np.float32)
+    good_vec = np.ascontiguousarray(good_vec, dtype=np.float32)
+    keep = pa.array(mask)
+    cols = [id_arr.filter(keep), pa.FixedSizeListArray.from_arrays(pa.array(good_vec.ravel()), spec.dim)]
+    names = [ID_COLUMN, VECTOR_COLUMN]
+    for name, arr in user_cols:
+        cols.append(arr.filter(keep))
+        names.append(name)
+    good = pa.RecordBatch.from_arrays(cols, names=names) if mask.any() else None
+    return Checked(good, problems, bad_rows, good_vec)
+
+
+def _repr_id(arr: pa.Array, i: int) -> str:
+    v = arr[int(i)].as_py()
+    return "" if v is None else str(v)
+
+
+def _check_id_type(col: pa.Array, spec: TableSpec, where: str) -> pa.Array:
+    t = col.type
+    if spec.id_type == "int64":
+        if pa.types.is_integer(t):
+            if pa.types.is_uint64(t) and len(col) and (pc.max(col).as_py() or 0) > np.iinfo(np.int64).max:
+                raise SchemaError(f"{where}: id column has uint64 values beyond int64 range", source=where)
+            return col.cast(pa.int64())
+        raise SchemaError(f"{where}: id column has type {t}; table {spec.name!r} has integer ids", source=where)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return col.cast(pa.string())
+    raise SchemaError(f"{where}: id column has type {t}; table {spec.name!r} has string ids", source=where)
+
+
+def _check_vectors(col: pa.Array, spec: TableSpec, where: str) -> tuple[np.ndarray, dict[int, str]]:
+    """Return (float32 matrix n x dim with zeros for bad rows, {row: reason})."""
+    t = col.type
+    n = len(col)
+    dim = spec.dim
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)):
+        raise SchemaError(f"{where}: vector column has type {t}; expected a list of numbers of length {dim}",
+                          source=where)
+    vt = t.value_type
+    if not (pa.types.is_floating(vt) or pa.types.is_integer(vt)):
+        raise SchemaError(f"{where}: vector column holds {vt} values; expected numbers (float16/32/64 or "
+                          f"integers)", source=where)
+    bad: dict[int, str] = {}
+    null_row = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    for i in np.flatnonzero(null_row):
+        bad[int(i)] = "null vector"
+    if pa.types.is_fixed_size_list(t):
+        if t.list_size != dim:
+            for i in range(n):
+                bad.setdefault(i, f"vector has dimension {t.list_size}, table expects {dim}")
+            return np.zeros((n, dim), dtype=np.float32), bad
+        # .values ignores the array offset and keeps null rows' slots, so rows and slots line up
+        flat = col.values.slice(col.offset * dim, n * dim)
+        elem_null = flat.null_count > 0
+        vals = flat.cast(pa.float32()).fill_null(np.nan) if elem_null else flat.cast(pa.float32())
+        mat = vals.to_numpy(zero_copy_only=False).reshape(n, dim)
+        if elem_null:
+            en = np.asarray(flat.is_null().to_numpy(zero_copy_only=False)).reshape(n, dim).any(axis=1)
+            for i in np.flatnonzero(en & ~null_row):
+                bad.setdefault(int(i), "null element in vector")
+    else:
+        lengths = pc.list_value_length(col).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        wrong = (lengths != dim) & ~null_row
+        for i in np.flatnonzero(wrong):
+            bad.setdefault(int(i), f"vector has dimension {int(lengths[i])}, table expects {dim}")
+        ok = ~(wrong | null_row)
+        mat = np.zeros((n, dim), dtype=np.float32)
+        if ok.any():
+            sub = col.filter(pa.array(ok))
+            flat = pc.list_flatten(sub)
+            if flat.null_count:
+                en = np.asarray(flat.is_null().to_numpy(zero_copy_only=False)).reshape(-1, dim).any(axis=1)
+                for i in np.flatnonzero(ok)[en]:
+                    bad.setdefault(int(i), "null element in vector")
+                flat = flat.cast(pa.float32()).fill_null(np.nan)
+            mat[ok] = flat.cast(pa.float32()).to_numpy(zero_copy_only=False).reshape(-1, dim)
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(mat).all(axis=1)
+    for i in np.flatnonzero(~finite):
+        bad.setdefault(int(i), "vector contains NaN or Inf")
+    if spec.metric == "cosine":
+        norms = np.einsum("ij,ij->i", mat, mat)
+        for i in np.flatnonzero((norms == 0) & finite):
+            bad.setdefault(int(i), "zero vector cannot be normalised (cosine metric)")
+    if bad:
+        mat = mat.copy() if not mat.flags.writeable else mat
+        mat[list(bad)] = 0.0
+    return mat, bad
+
+
+def _check_user_columns(batch: pa.RecordBatch, spec: TableSpec, where: str) -> list[tuple[str, pa.Array]]:
+    names = [n for n in batch.schema.names if n not in (ID_COLUMN, VECTOR_COLUMN)]
+    for n in names:
+        if n.startswith("_"):
+            raise SchemaError(f"{where}: column {n!r}: names starting with '_' are reserved", source=where)
+    if spec.user_schema is None:
+        return [(n, batch.column(n)) for n in names]
+    want = spec.user_schema
+    extra = [n for n in names if n not in want.names]
+    missing = [n for n in want.names if n not in names]
+    if extra or missing:
+        parts = []
+        if extra:
+            parts.append(f"new column(s) {extra}")
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        raise SchemaError(f"{where}: schema drift against table {spec.name!r}: {', '.join(parts)}; "
+                          f"table columns are {want.names}", source=where)
+    out = []
+    for f in want:
+        arr = batch.column(f.name)
+        if arr.type != f.type:
+            try:
+                arr = arr.cast(f.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise SchemaError(f"{where}: column {f.name!r} has type {arr.type}; table {spec.name!r} "
+                                  f"expects {f.type} ({e})", source=where) from e
+        out.append((f.name, arr))
+    return out
+
+
+def format_problems(problems, source: str, limit: int = 5) -> str:
+    """Return a one-paragraph description of the first ``limit`` problems."""
+    shown = "; ".join(f"row {r} ({c}): {why}" for r, c, why in problems[:limit])
+    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
+    return f"{len(problems)} bad row(s) in {source}: {shown}{more}"
+
+
+def problems_json(problems, limit: int = 20) -> str:
+    return json.dumps(problems[:limit])

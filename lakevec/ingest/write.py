@@ -1,0 +1,138 @@
+"""Write validated rows as Lance fragment files (not committed): per partition once indexed.
+
+Workers call ``FragmentSink``; the driver commits the returned fragment metadata once. Rows of an
+indexed table are assigned to their nearest centroid and every fragment holds one partition
+(partition purity); buffers are flushed when they reach a byte budget, so memory stays bounded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from lance.fragment import write_fragments
+
+from ..config import MAX_ROWS_PER_FILE, PARTITION_COLUMN, UNASSIGNED
+from ..errors import LakevecError
+from ..index.ivf import IvfModel
+from ..store.objects import ObjectStore, wrap_io_error
+
+FLUSH_BYTES = 256 << 20  # buffered bytes that trigger a write (bounds worker memory)
+
+
+@dataclass
+class WrittenFiles:
+    """Fragments written by one task: Lance metadata plus the partition of each data file."""
+
+    fragments: list = field(default_factory=list)  # lance FragmentMetadata (picklable dataclasses)
+    partitions: dict = field(default_factory=dict)  # data file name -> partition
+    rows: int = 0
+    bytes: int = 0
+
+    def extend(self, other: "WrittenFiles") -> None:
+        self.fragments += other.fragments
+        self.partitions.update(other.partitions)
+        self.rows += other.rows
+        self.bytes += other.bytes
+
+
+class FragmentSink:
+    """Buffers validated batches and writes them as fragments (one partition each when indexed)."""
+
+    def __init__(self, data_uri: str, schema: pa.Schema, storage_options: dict | None,
+                 model: IvfModel | None = None, mode: str = "append",
+                 max_rows_per_file: int = MAX_ROWS_PER_FILE, flush_bytes: int = FLUSH_BYTES):
+        self.data_uri = data_uri
+        self.schema = schema
+        self.storage_options = storage_options
+        self.model = model
+        self.mode = mode
+        self.max_rows_per_file = max_rows_per_file
+        self.flush_bytes = flush_bytes
+        self.out = WrittenFiles()
+        self._buf: dict[int, list[pa.RecordBatch]] = {}
+        self._buf_bytes = 0
+
+    def add(self, batch: pa.RecordBatch, vectors: np.ndarray | None = None,
+            partitions: np.ndarray | None = None) -> None:
+        """Buffer a validated batch (canonical columns, no _partition); write when the buffer is full."""
+        if batch is None or batch.num_rows == 0:
+            return
+        if partitions is None:
+            if self.model is not None:
+                partitions = self.model.assign(vectors)
+            else:
+                partitions = np.full(batch.num_rows, UNASSIGNED, dtype=np.int32)
+        batch = batch.append_column(PARTITION_COLUMN, pa.array(partitions.astype(np.int32)))
+        batch = _conform(batch, self.schema)
+        if self.model is None:
+            self._buf.setdefault(UNASSIGNED, []).append(batch)
+        else:
+            order = np.argsort(partitions, kind="stable")
+            sorted_parts = partitions[order]
+            cuts = np.flatnonzero(np.diff(sorted_parts)) + 1
+            sb = batch.take(pa.array(order))
+            start = 0
+            for end in list(cuts) + [len(order)]:
+                p = int(sorted_parts[start])
+                self._buf.setdefault(p, []).append(sb.slice(start, end - start))
+                start = end
+        self._buf_bytes += batch.nbytes
+        if self.model is None:
+            rows = sum(b.num_rows for b in self._buf.get(UNASSIGNED, []))
+            if rows >= self.max_rows_per_file or self._buf_bytes >= self.flush_bytes:
+                self.flush()
+        elif self._buf_bytes >= self.flush_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered partition as fragment file(s)."""
+        for p in sorted(self._buf):
+            batches = self._buf[p]
+            if not batches:
+                continue
+            tbl = pa.Table.from_batches(batches, schema=self.schema)
+            try:
+                frags = write_fragments(tbl, self.data_uri, schema=self.schema, mode=self.mode,
+                                        max_rows_per_file=self.max_rows_per_file,
+                                        storage_options=self.storage_options)
+            except LakevecError:
+                raise
+            except Exception as e:
+                raise wrap_io_error(e, f"writing fragments to {self.data_uri}") from e
+            for f in frags:
+                for df in f.files:
+                    self.out.partitions[df.path] = p
+                    self.out.bytes += int(df.file_size_bytes or 0)
+                self.out.rows += f.physical_rows
+            self.out.fragments += frags
+        self._buf = {}
+        self._buf_bytes = 0
+
+    def finish(self) -> WrittenFiles:
+        """Flush and return what was written."""
+        self.flush()
+        return self.out
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Return ``batch`` with exactly ``schema``'s columns, order and types."""
+    if batch.schema.equals(schema):
+        return batch
+    cols = []
+    for f in schema:
+        arr = batch.column(batch.schema.get_field_index(f.name))
+        if arr.type != f.type:
+            arr = arr.cast(f.type)
+        cols.append(arr)
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def delete_written(store: ObjectStore, data_uri: str, written: WrittenFiles) -> None:
+    """Best-effort removal of uncommitted fragment files (a failed job leaves no trace)."""
+    for f in written.fragments:
+        for df in f.files:
+            try:
+                store.delete(f"{data_uri}/data/{df.path}")
+            except LakevecError:
+                pass  # vacuum removes orphans later

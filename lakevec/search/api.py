@@ -1,0 +1,97 @@
+"""Table.search: validate arguments, pre-filter, run the grouped batch search, shape the result."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from ..config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
+from ..errors import InvalidArgumentError
+from ..store.lance_io import drain_io_stats
+from .executor import batch_search, prepare_queries
+from .reader import FragmentReader, take_columns
+
+
+def _check_k(k, name="k"):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidArgumentError(f"{name} must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def filter_mask(ds, flt: str, store):
+    """Return a ``mask_for(frag, table)`` function keeping the rows that match SQL filter ``flt``."""
+    if not isinstance(flt, str) or not flt.strip():
+        raise InvalidArgumentError(f"filter must be a non-empty SQL predicate string, got {flt!r}")
+    try:
+        hits = ds.scanner(filter=flt, columns=[ID_COLUMN], with_row_address=True).to_table()
+    except Exception as e:
+        raise InvalidArgumentError(f"invalid filter {flt!r}: {str(e).splitlines()[0][:300]}") from e
+    drain_io_stats(ds, store.counters)
+    allowed = np.sort(hits.column("_rowaddr").to_numpy().astype(np.uint64))
+
+    def mask_for(frag, tbl):
+        addr = tbl.column("_rowaddr").to_numpy().astype(np.uint64)
+        if len(allowed) == 0:
+            return np.zeros(len(addr), dtype=bool)
+        pos = np.searchsorted(allowed, addr)
+        pos[pos == len(allowed)] = 0
+        return allowed[pos] == addr
+
+    return mask_for, int(len(allowed))
+
+
+def search(table, queries, k: int = 10, nprobe: int | None = None, filter: str | None = None,
+           columns=None, with_stats: bool = False):
+    """Return the k nearest rows of every query (see Table.search)."""
+    t0 = time.time()
+    k = _check_k(k)
+    if nprobe is not None:
+        nprobe = _check_k(nprobe, "nprobe")
+    snap = table.snapshot()
+    meta = table.meta
+    q, single = prepare_queries(queries, meta.dim, meta.metric)
+    cols = _check_columns(columns, snap.ds.schema)
+    before = table.store.counters.snapshot()
+    mask_for = None
+    if filter is not None:
+        mask_for, _ = filter_mask(snap.ds, filter, table.store)
+    probe = nprobe or (snap.index.default_nprobe if snap.index else 0)
+    reader = FragmentReader(snap.ds, table.data_uri, table.store, table.lake.cache, table.name)
+    topk, cands, stats = batch_search(snap, reader, q, k, probe, meta.metric, mask_for)
+    found = topk.ref >= 0
+    qidx, rank = np.nonzero(found)
+    refs = topk.ref[qidx, rank]
+    dist = topk.dist[qidx, rank]
+    ids, addr = cands.resolve(refs)
+    out = {
+        "query_index": pa.array(qidx.astype(np.int32)),
+        "id": ids,
+        "distance": pa.array(dist.astype(np.float32)),
+        "rank": pa.array(rank.astype(np.int32)),
+    }
+    result = pa.table(out)
+    if cols:
+        extra = take_columns(snap.ds, addr, cols)
+        for c in cols:
+            result = result.append_column(c, extra.column(c))
+    io = table.store.counters.snapshot() - before
+    stats.update({"seconds": time.time() - t0, "nprobe": probe if snap.index else None, "queries": len(q),
+                  "version": snap.version, "io": io.to_dict()})
+    table._last_search_stats = stats
+    return (result, stats) if with_stats else result
+
+
+def _check_columns(columns, schema) -> list[str]:
+    if columns is None:
+        return []
+    if isinstance(columns, str):
+        columns = [columns]
+    cols = list(columns)
+    names = [n for n in schema.names if n != PARTITION_COLUMN]
+    for c in cols:
+        if not isinstance(c, str) or c not in names:
+            raise InvalidArgumentError(f"unknown column {c!r} in columns=; table columns are {names}")
+        if c in ("query_index", "distance", "rank", ID_COLUMN):
+            raise InvalidArgumentError(f"column {c!r} is always returned; do not request it in columns=")
+    return cols

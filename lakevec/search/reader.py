@@ -1,0 +1,149 @@
+"""Read the rows of fragments/partitions: ids, vectors and row addresses, cache first.
+
+A fragment whose columns sit in one data file and which has no deletions is read straight from
+that file (``lance.file.LanceFileReader``): from the lake path on local disk, else the whole object
+is fetched with one GET (``ObjectStore.download``) into the NVMe cache (if configured) or a
+temporary file. Whole-object reads keep S3 requests at one per file and bytes at exactly the
+probed partitions' size. Anything else (deletion files, multi-file fragments) goes through Lance's
+scanner, which is always correct.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import lance
+import numpy as np
+import pyarrow as pa
+
+from ..config import ID_COLUMN, VECTOR_COLUMN
+from ..errors import LakevecError, StorageError
+from ..snapshot import FragmentInfo
+from ..store.lance_io import drain_io_stats
+from ..store.objects import ObjectStore, wrap_io_error
+
+
+@dataclass
+class Block:
+    """Rows of one or more fragments, ready to score."""
+
+    ids: pa.Array
+    vectors: np.ndarray  # float32 (n, dim), C-contiguous
+    rowaddr: np.ndarray  # uint64/int64 row addresses (fragment_id << 32 | offset)
+    extra: pa.Table | None = None  # requested columns (only when asked)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+def vectors_of(col) -> np.ndarray:
+    """Return a zero-copy float32 (n, dim) view of a FixedSizeList<float32> column."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    dim = col.type.list_size
+    flat = col.values.slice(col.offset * dim, len(col) * dim)
+    return flat.to_numpy(zero_copy_only=False).reshape(len(col), dim)
+
+
+class FragmentReader:
+    """Reads fragments of one dataset version, via the cache when there is one."""
+
+    def __init__(self, ds: lance.LanceDataset, data_uri: str, store: ObjectStore, cache=None,
+                 table_key: str = ""):
+        self.ds = ds
+        self.data_uri = data_uri.rstrip("/")
+        self.store = store
+        self.cache = cache  # lakevec.cache.NvmeCache or None
+        self.table_key = table_key
+        self.local = store.loc.is_local
+
+    def file_uri(self, frag: FragmentInfo) -> str:
+        return f"{self.data_uri}/data/{frag.file}"
+
+    def read(self, frag: FragmentInfo, columns=(ID_COLUMN, VECTOR_COLUMN), partition: int = -1) -> pa.Table:
+        """Return ``columns`` of ``frag`` plus ``_rowaddr`` as a pyarrow Table."""
+        cols = list(columns)
+        if frag.has_deletions or not frag.single_file:
+            return self._read_lance(frag, cols)
+        uri = self.file_uri(frag)
+        path, temp = self._local_copy(uri, frag, partition)
+        try:
+            reader = lance.file.LanceFileReader(path, columns=cols)
+            tbl = reader.read_all(batch_size=1 << 20).to_table()
+        except LakevecError:
+            raise
+        except Exception as e:
+            if self.cache is not None and not temp:
+                self.cache.invalidate(uri)  # a bad cached copy must never be served twice
+            raise wrap_io_error(e, f"reading fragment {frag.fragment_id} ({uri})") from e
+        finally:
+            if temp:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        base = np.uint64(frag.fragment_id) << np.uint64(32)
+        addr = base + np.arange(tbl.num_rows, dtype=np.uint64)
+        return tbl.append_column("_rowaddr", pa.array(addr))
+
+    def _local_copy(self, uri: str, frag: FragmentInfo, partition: int) -> tuple[str, bool]:
+        """Return (local path of the file's bytes, whether it is a temporary file to delete)."""
+        if self.local:
+            self.store.counters.add(gets=1, bytes_read=frag.file_size)
+            return uri, False
+        if self.cache is not None:
+            path = self.cache.fetch(uri, frag.file_size, self.store, self.table_key, partition)
+            if path is not None:
+                return path, False
+        fd, tmp = tempfile.mkstemp(prefix="lakevec-frag-", suffix=".lance")
+        os.close(fd)
+        try:
+            self.store.download(uri, tmp)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return tmp, True
+
+    def _read_lance(self, frag: FragmentInfo, cols: list[str]) -> pa.Table:
+        try:
+            fr = self.ds.get_fragment(frag.fragment_id)
+            tbl = self.ds.scanner(columns=cols, with_row_address=True, fragments=[fr]).to_table()
+        except Exception as e:
+            raise wrap_io_error(e, f"reading fragment {frag.fragment_id} of {self.data_uri}") from e
+        drain_io_stats(self.ds, self.store.counters)
+        return tbl
+
+    def read_block(self, frags: list[FragmentInfo], partition: int = -1, mask_for=None) -> Block | None:
+        """Read and concatenate fragments into one Block; ``mask_for(frag)`` gives a row mask or None."""
+        parts = []
+        for f in frags:
+            t = self.read(f, partition=partition)
+            if mask_for is not None:
+                m = mask_for(f, t)
+                if m is not None:
+                    t = t.filter(pa.array(m))
+            if t.num_rows:
+                parts.append(t)
+        if not parts:
+            return None
+        t = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        ids = t.column(ID_COLUMN)
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        addr = t.column("_rowaddr").to_numpy()
+        vec = vectors_of(t.column(VECTOR_COLUMN))
+        if not vec.flags.c_contiguous or vec.dtype != np.float32:
+            vec = np.ascontiguousarray(vec, dtype=np.float32)
+        return Block(ids, vec, addr)
+
+
+def take_columns(ds: lance.LanceDataset, rowaddr: np.ndarray, columns: list[str]) -> pa.Table:
+    """Return ``columns`` for the given row addresses, in that order."""
+    if len(rowaddr) == 0:
+        return ds.schema.empty_table().select(columns)
+    uniq, inv = np.unique(rowaddr.astype(np.uint64), return_inverse=True)
+    try:
+        t = ds._take_rows(uniq.tolist(), columns=columns)
+    except Exception as e:
+        raise StorageError(f"fetching columns {columns} from {ds.uri}: {str(e).splitlines()[0][:200]}") from e
+    return t.take(pa.array(inv))

@@ -1,0 +1,45 @@
+"""Open, scan and commit Lance datasets with lakevec's options, turning Lance errors into ours."""
+from __future__ import annotations
+
+import lance
+
+from ..errors import CommitConflictError, LakevecError
+from .accounting import IOCounters
+from .objects import wrap_io_error
+
+
+def open_dataset(uri: str, storage_options: dict | None, version: int | None = None,
+                 what: str | None = None) -> lance.LanceDataset:
+    """Open the Lance dataset at ``uri`` (optionally at ``version``)."""
+    try:
+        return lance.dataset(uri, version=version, storage_options=storage_options)
+    except Exception as e:
+        text = str(e)
+        if version is not None and ("not found" in text.lower() or "version" in text.lower()):
+            from ..errors import InvalidArgumentError
+            raise InvalidArgumentError(f"{what or uri}: version {version} does not exist ({text.splitlines()[0][:200]})") from e
+        raise wrap_io_error(e, f"opening {what or uri}") from e
+
+
+def commit(uri: str, operation, read_version: int, storage_options: dict | None, what: str,
+           max_retries: int = 20) -> lance.LanceDataset:
+    """Commit ``operation`` on top of ``read_version`` (one new version) or raise a lakevec error."""
+    try:
+        return lance.LanceDataset.commit(uri, operation, read_version=read_version,
+                                         storage_options=storage_options, max_retries=max_retries)
+    except Exception as e:
+        if isinstance(e, LakevecError):
+            raise
+        low = str(e).lower()
+        if "conflict" in low or "retryable" in low or "concurrent" in low:
+            raise CommitConflictError(f"{what}: a concurrent commit conflicts with this one; nothing was "
+                                      f"committed, retry the job ({str(e).splitlines()[0][:200]})") from e
+        raise wrap_io_error(e, what) from e
+
+
+def drain_io_stats(ds: lance.LanceDataset, counters: IOCounters) -> None:
+    """Add the dataset's Lance I/O since the last call to ``counters``."""
+    try:
+        counters.add_lance_stats(ds.io_stats_incremental())
+    except Exception:  # accounting must never break a read
+        pass

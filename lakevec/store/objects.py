@@ -1,0 +1,230 @@
+"""Object-store access for lakevec's own small objects (JSON, index files) and data-file bytes.
+
+Wraps a pyarrow FileSystem (local or S3), counts every request, and turns pyarrow/OS errors into
+lakevec errors that name the object. Lance datasets are opened with ``Location.lance_options()``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+
+import pyarrow.fs as pafs
+
+from ..errors import CredentialsError, LakevecError, StorageError
+from .accounting import IOCounters
+from .location import Location
+
+
+def _make_fs(loc: Location) -> pafs.FileSystem:
+    if loc.is_local:
+        return pafs.LocalFileSystem()
+    o = loc.options
+    endpoint = o.get("aws_endpoint", "")
+    scheme = None
+    if endpoint:
+        scheme = "http" if endpoint.startswith("http://") else "https"
+        endpoint = endpoint.split("://", 1)[-1].rstrip("/")
+    kw = dict(
+        region=o.get("aws_region", "us-east-1"),
+        connect_timeout=5,
+        request_timeout=60,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+    )
+    if o.get("aws_access_key_id"):
+        kw.update(access_key=o["aws_access_key_id"], secret_key=o.get("aws_secret_access_key"))
+        if o.get("aws_session_token"):
+            kw["session_token"] = o["aws_session_token"]
+    if endpoint:
+        kw.update(endpoint_override=endpoint, scheme=scheme)
+    try:
+        return pafs.S3FileSystem(**kw)
+    except Exception as e:  # pyarrow raises ArrowInvalid etc. on bad options
+        raise StorageError(f"cannot create an S3 client for {loc.uri}: {e}") from e
+
+
+def wrap_io_error(e: BaseException, what: str) -> LakevecError:
+    """Return a lakevec error for an exception raised by pyarrow/Lance/OS while doing ``what``."""
+    if isinstance(e, LakevecError):
+        return e
+    text = str(e)
+    low = text.lower()
+    if any(s in low for s in ("accessdenied", "access denied", "invalidaccesskeyid", "signaturedoesnotmatch",
+                               "forbidden", "403", "credentials", "invalid access key")):
+        return CredentialsError(f"{what}: the store rejected the credentials ({_first_line(text)})")
+    if any(s in low for s in ("connection refused", "couldn't connect", "could not connect", "timed out",
+                               "timeout", "dns", "failed to connect", "error sending request",
+                               "connect error", "unreachable")):
+        return StorageError(f"{what}: the store is unreachable ({_first_line(text)})")
+    if any(s in low for s in ("nosuchbucket", "bucket does not exist", "the specified bucket")):
+        return StorageError(f"{what}: the bucket does not exist ({_first_line(text)})")
+    return StorageError(f"{what}: {_first_line(text)}")
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line[:300]
+
+
+class ObjectStore:
+    """Counted, error-wrapped reads and writes of objects under a lake root."""
+
+    def __init__(self, loc: Location, counters: IOCounters | None = None):
+        self.loc = loc
+        self.counters = counters or IOCounters()
+        self.fs = _make_fs(loc)
+
+    # -- reads -------------------------------------------------------------------------------
+    def read_bytes(self, uri: str) -> bytes:
+        """Return the whole object at ``uri`` (one GET)."""
+        try:
+            with self.fs.open_input_stream(self.loc.fs_path(uri)) as f:
+                data = f.read()
+        except FileNotFoundError as e:
+            raise StorageError(f"object not found: {uri}") from e
+        except Exception as e:
+            raise wrap_io_error(e, f"reading {uri}") from e
+        self.counters.add(gets=1, bytes_read=len(data))
+        return data
+
+    def read_range(self, uri: str, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes of ``uri`` from ``offset`` (one ranged GET)."""
+        try:
+            with self.fs.open_input_file(self.loc.fs_path(uri)) as f:
+                data = f.read_at(length, offset)
+        except FileNotFoundError as e:
+            raise StorageError(f"object not found: {uri}") from e
+        except Exception as e:
+            raise wrap_io_error(e, f"reading {uri}") from e
+        self.counters.add(gets=1, bytes_read=len(data))
+        return data
+
+    def download(self, uri: str, local_path: str) -> int:
+        """Copy the object at ``uri`` to ``local_path`` (one streamed GET); return its size."""
+        n = 0
+        try:
+            with self.fs.open_input_stream(self.loc.fs_path(uri)) as src, open(local_path, "wb") as dst:
+                while True:
+                    chunk = src.read(8 << 20)
+                    if not chunk:
+                        break
+                    dst.write(chunk)
+                    n += len(chunk)
+        except FileNotFoundError as e:
+            raise StorageError(f"object not found: {uri}") from e
+        except OSError as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise wrap_io_error(e, f"downloading {uri}") from e
+        self.counters.add(gets=1, bytes_read=n)
+        return n
+
+    def read_json(self, uri: str):
+        """Return the parsed JSON object at ``uri``."""
+        data = self.read_bytes(uri)
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise StorageError(f"{uri} is not valid JSON: {e}") from e
+
+    def exists(self, uri: str) -> bool:
+        """Return True if an object (or local folder) exists at ``uri``."""
+        try:
+            info = self.fs.get_file_info(self.loc.fs_path(uri))
+        except Exception as e:
+            raise wrap_io_error(e, f"checking {uri}") from e
+        self.counters.add(gets=1)  # HEAD is billed like a GET
+        return info.type != pafs.FileType.NotFound
+
+    def size(self, uri: str) -> int:
+        """Return the size in bytes of the object at ``uri``."""
+        try:
+            info = self.fs.get_file_info(self.loc.fs_path(uri))
+        except Exception as e:
+            raise wrap_io_error(e, f"checking {uri}") from e
+        self.counters.add(gets=1)
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"object not found: {uri}")
+        return int(info.size)
+
+    def list(self, uri: str, recursive: bool = False) -> list[pafs.FileInfo]:
+        """Return FileInfos below the folder ``uri`` (empty if it does not exist)."""
+        sel = pafs.FileSelector(self.loc.fs_path(uri), recursive=recursive, allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(sel)
+        except Exception as e:
+            raise wrap_io_error(e, f"listing {uri}") from e
+        self.counters.add(lists=1)
+        return infos
+
+    def list_names(self, uri: str) -> list[str]:
+        """Return the base names directly below the folder ``uri``."""
+        return sorted(i.base_name for i in self.list(uri))
+
+    # -- writes ------------------------------------------------------------------------------
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write ``data`` to ``uri`` atomically (S3 PUT is atomic; locally via rename)."""
+        path = self.loc.fs_path(uri)
+        try:
+            if self.loc.is_local:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            else:
+                with self.fs.open_output_stream(path) as f:
+                    f.write(data)
+        except Exception as e:
+            raise wrap_io_error(e, f"writing {uri}") from e
+        self.counters.add(puts=1, bytes_written=len(data))
+
+    def write_json(self, uri: str, obj) -> None:
+        """Write ``obj`` as JSON to ``uri``."""
+        self.write_bytes(uri, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def delete(self, uri: str) -> None:
+        """Delete one object (missing is fine)."""
+        try:
+            self.fs.delete_file(self.loc.fs_path(uri))
+        except FileNotFoundError:
+            return
+        except Exception as e:
+            raise wrap_io_error(e, f"deleting {uri}") from e
+        self.counters.add(deletes=1)
+
+    def delete_tree(self, uri: str) -> None:
+        """Delete a folder and everything below it (missing is fine)."""
+        path = self.loc.fs_path(uri)
+        try:
+            self.fs.delete_dir(path)
+        except FileNotFoundError:
+            return
+        except Exception as e:
+            if "not found" in str(e).lower() or "does not exist" in str(e).lower():
+                return
+            raise wrap_io_error(e, f"deleting {uri}") from e
+        self.counters.add(deletes=1)
+
+    def check_reachable(self) -> None:
+        """Raise a clear StorageError/CredentialsError if the root cannot be listed."""
+        if self.loc.is_local:
+            parent = self.loc.uri
+            while parent and not os.path.exists(parent):
+                parent = os.path.dirname(parent)
+            if parent and not os.access(parent, os.W_OK):
+                raise StorageError(f"lake path {self.loc.uri} is not writable (checked {parent})")
+            if os.path.exists(self.loc.uri) and not os.path.isdir(self.loc.uri):
+                raise StorageError(f"lake path {self.loc.uri} exists and is not a folder")
+            return
+        try:
+            self.fs.get_file_info(pafs.FileSelector(self.loc.fs_path(self.loc.uri), allow_not_found=True))
+        except Exception as e:
+            raise wrap_io_error(e, f"connecting to {self.loc.uri}") from e
+        self.counters.add(lists=1)
+
+
+def new_id() -> str:
+    """Return a fresh random hex id for files and transactions."""
+    return uuid.uuid4().hex

@@ -1,0 +1,165 @@
+"""Table: a thin facade over one table's Lance dataset, metadata, index, search and jobs."""
+from __future__ import annotations
+
+import threading
+
+import lance
+import pyarrow as pa
+
+from .config import DATA_DIR, META_DIR, PARTITION_COLUMN
+from .errors import InvalidArgumentError
+from .metadata import TableFiles, TableMeta
+from .snapshot import Snapshot, build_snapshot
+from .store.lance_io import open_dataset
+
+
+class Table:
+    """One vector table of a lake. ``checkout(v)`` returns a read-only view of version v."""
+
+    def __init__(self, lake, name: str, meta: TableMeta, version: int | None = None):
+        self.lake = lake
+        self.name = name
+        self.meta = meta
+        self.loc = lake.loc.child(name)
+        self.data_uri = self.loc.join(DATA_DIR)
+        self.rejects_uri = self.loc.join(META_DIR, "rejects.lance")
+        self.store = lake.store
+        self.files = TableFiles(lake.store, self.loc)
+        self._pinned = version
+        self._snap: Snapshot | None = None
+        self._lock = threading.Lock()
+        self._last_search_stats = None
+
+    # -- versions ----------------------------------------------------------------------------
+    def _open_version(self, version: int | None) -> lance.LanceDataset:
+        return open_dataset(self.data_uri, self.lake.lance_options, version, what=f"table {self.name!r}")
+
+    def _open_latest(self) -> lance.LanceDataset:
+        return self._open_version(None)
+
+    def _dataset(self) -> lance.LanceDataset:
+        return self._open_version(self._pinned)
+
+    def _invalidate(self) -> None:
+        with self._lock:
+            self._snap = None
+
+    def _snapshot_of(self, ds: lance.LanceDataset) -> Snapshot:
+        return build_snapshot(ds, self.files)
+
+    def snapshot(self) -> Snapshot:
+        """Return the Snapshot read by searches (latest version, or the pinned one)."""
+        if self._pinned is not None:
+            with self._lock:
+                if self._snap is None:
+                    self._snap = self._snapshot_of(self._dataset())
+                return self._snap
+        ds = self._open_latest()
+        with self._lock:
+            if self._snap is None or self._snap.version != ds.version:
+                self._snap = self._snapshot_of(ds)
+            return self._snap
+
+    @property
+    def version(self) -> int:
+        """The version this object reads: the pinned one, or the latest."""
+        return self._pinned if self._pinned is not None else self._open_latest().version
+
+    def versions(self) -> list[dict]:
+        """Return the table's versions (version, timestamp, metadata) oldest first."""
+        return [{"version": v["version"], "timestamp": str(v["timestamp"])} for v in self._open_latest().versions()]
+
+    def checkout(self, version: int) -> "Table":
+        """Return a read-only view of ``version`` of this table (time travel)."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidArgumentError(f"version must be a positive integer, got {version!r}")
+        self._open_version(version)  # raises a clear error if it does not exist
+        return Table(self.lake, self.name, self.meta, version)
+
+    def _check_writable(self) -> None:
+        if self._pinned is not None:
+            raise InvalidArgumentError(f"table {self.name!r} is checked out at version {self._pinned} (read-only); "
+                                       "open the table again to write")
+
+    # -- reads -------------------------------------------------------------------------------
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the table (without lakevec's internal _partition column)."""
+        s = self._dataset().schema
+        return pa.schema([f for f in s if f.name != PARTITION_COLUMN])
+
+    def count_rows(self, filter: str | None = None) -> int:
+        """Return the number of rows (matching ``filter``, a SQL predicate, if given)."""
+        ds = self._dataset()
+        if filter is None:
+            return ds.count_rows()
+        try:
+            return ds.count_rows(filter=filter)
+        except Exception as e:
+            raise InvalidArgumentError(f"invalid filter {filter!r}: {str(e).splitlines()[0][:300]}") from e
+
+    def to_arrow(self, columns=None, filter: str | None = None) -> pa.Table:
+        """Return the table's rows as a pyarrow Table (small tables and notebooks)."""
+        cols = list(columns) if columns else [n for n in self.schema.names]
+        try:
+            return self._dataset().to_table(columns=cols, filter=filter)
+        except Exception as e:
+            raise InvalidArgumentError(f"cannot read {cols} with filter {filter!r}: {str(e).splitlines()[0][:300]}") from e
+
+    def search(self, queries, k: int = 10, nprobe: int | None = None, filter: str | None = None, columns=None):
+        """Return the ``k`` nearest rows of each query as a pyarrow Table.
+
+        ``queries``: one (d,) vector or an (m, d) batch. Columns: query_index, id, distance, rank, then
+        ``columns``; sorted by query_index, rank. ``filter`` is a SQL predicate on metadata columns
+        applied before scoring, so k rows come back whenever k rows match. ``nprobe`` defaults to the
+        index's calibrated value; an unindexed table is searched exactly.
+        """
+        from .search.api import search
+        return search(self, queries, k=k, nprobe=nprobe, filter=filter, columns=columns)
+
+    @property
+    def last_search_stats(self) -> dict | None:
+        """Counts of the last search: partitions read, bytes, requests, seconds."""
+        return self._last_search_stats
+
+    def index_info(self) -> dict | None:
+        """Return the metadata of the index in force for this version, or None."""
+        snap = self.snapshot()
+        if snap.index is None:
+            return None
+        d = snap.index.to_json()
+        d["unassigned_rows"] = sum(f.num_rows for f in snap.unassigned)
+        d["fragments"] = len(snap.fragments)
+        return d
+
+    # -- writes ------------------------------------------------------------------------------
+    def add(self, data, id_column: str = "id", vector_column: str = "vector", on_bad_rows: str = "raise",
+            idempotency_key: str | None = None, engine: str = "local"):
+        """Validate ``data`` and append it in one commit; return an AddResult.
+
+        ``data``: pyarrow Table/RecordBatchReader, pandas DataFrame, dict of columns, or Parquet
+        path(s)/glob (local or s3://). ``on_bad_rows``: "raise" (default: nothing is written),
+        "skip" (drop bad rows, count them) or "quarantine" (drop and record them in the rejects table).
+        Re-running with the same ``idempotency_key`` (or the same Parquet sources) commits nothing.
+        """
+        self._check_writable()
+        from .ingest.job import add
+        return add(self, data, id_column=id_column, vector_column=vector_column, on_bad_rows=on_bad_rows,
+                   idempotency_key=idempotency_key, engine=engine)
+
+    def build_index(self, num_partitions: int | None = None, engine: str = "local", **kw):
+        """Train IVF centroids and rewrite the table clustered by partition, in one commit."""
+        self._check_writable()
+        from .index.build import build_index
+        return build_index(self, num_partitions=num_partitions, engine=engine, **kw)
+
+    def rejects(self) -> pa.Table:
+        """Return the quarantined rows (ingest_key, source, row, id, reason, rejected_at)."""
+        from .ingest.job import REJECTS_SCHEMA
+        if not self.store.exists(self.rejects_uri):
+            return REJECTS_SCHEMA.empty_table()
+        return open_dataset(self.rejects_uri, self.lake.lance_options).to_table()
+
+    def __repr__(self) -> str:
+        v = f", version={self._pinned}" if self._pinned is not None else ""
+        return f"Table({self.name!r}, dim={self.meta.dim}, metric={self.meta.metric!r}{v})"
