@@ -20,14 +20,14 @@ METRICS = ("l2", "cosine", "dot")
 TABLE_NAME_PATTERN = r"[A-Za-z0-9_-]{1,128}"
 
 # Ingestion
-MAX_ROWS_PER_FILE = 1 << 20  # fragments of an unindexed table
+MAX_ROWS_PER_FILE = 1 << 18  # fragments of an unindexed table (~128 MB at 128-d): bounds scan memory
 INGEST_BATCH_ROWS = 65536  # rows validated/written per step (bounds memory)
 MAX_REPORTED_PROBLEMS = 5  # bad rows named in an error message
 
 # Index
 KMEANS_ITERATIONS = 20
 KMEANS_MAX_POINTS_PER_CENTROID = 256  # training sample = nlist * this (faiss's default cap)
-CALIBRATION_QUERIES = 256  # held-out rows used to calibrate the default nprobe
+CALIBRATION_QUERIES = 128  # held-out rows used to calibrate the default nprobe
 CALIBRATION_TARGET_RECALL = 0.97  # recall@10 the default nprobe aims at (issue target: 0.95)
 CALIBRATION_K = 10
 
@@ -46,8 +46,9 @@ def default_num_partitions(num_rows: int) -> int:
 
 # Search
 SEARCH_QUERY_BLOCK = 4096  # queries scored per matrix product chunk
-SEARCH_PREFETCH = 4  # partitions read ahead of the scoring loop
-SEARCH_THREADS = max(1, min(4, os.cpu_count() or 1))
+SEARCH_PREFETCH = 2  # reader threads for a local-disk lake (reads are fast, keep memory low)
+SEARCH_IO_THREADS_REMOTE = 16  # reader threads for object storage (hide per-request latency)
+SEARCH_THREADS = max(1, os.cpu_count() or 1)  # scoring threads, BLAS single-threaded in each
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,8 @@ class Lake:
         """Return the names of the tables in the lake, sorted."""
         names = []
         for info in self.store.list(self.uri):
-            if info.base_name.startswith((".", "_")) or info.base_name == LAKE_MARKER:
+            # names may start with '_' or '-' like any other ([A-Za-z0-9_-]): only table.json makes a table
+            if info.base_name.startswith(".") or info.base_name == LAKE_MARKER:
                 continue
             if _NAME_RE.fullmatch(info.base_name) and self.store.exists(self.loc.join(info.base_name, META_DIR, "table.json")):
                 names.append(info.base_name)
@@ -123,15 +124,30 @@ class Lake:
         meta = TableMeta(name, dim, metric, id_type, time.time(), FORMAT_VERSION, metric == "cosine")
         schema = TableSpec(name, dim, metric, id_type, None).output_schema(pa.schema([]))
         data_uri = tloc.join(DATA_DIR)
-        try:
-            lance.write_dataset(schema.empty_table(), data_uri, schema=schema, mode="create",
-                                storage_options=self.lance_options)
-        except Exception as e:
-            if "already exists" in str(e).lower():
-                raise TableExistsError(f"table {name!r} already has data at {data_uri}") from e
-            raise wrap_io_error(e, f"creating table {name!r} at {data_uri}") from e
+        for attempt in range(2):
+            try:
+                lance.write_dataset(schema.empty_table(), data_uri, schema=schema, mode="create",
+                                    storage_options=self.lance_options)
+                break
+            except Exception as e:
+                if "already exists" not in str(e).lower():
+                    raise wrap_io_error(e, f"creating table {name!r} at {data_uri}") from e
+                if attempt == 0 and self._is_empty_leftover(data_uri):
+                    # a create_table that died before writing table.json: nothing to keep
+                    self.store.delete_tree(tloc.uri)
+                    continue
+                raise TableExistsError(f"table {name!r} has data at {data_uri} but no table metadata "
+                                       f"({META_DIR}/table.json); drop_table({name!r}) removes it") from e
         files.write_table_meta(meta)  # last: a table exists once its table.json does
         return Table(self, name, meta)
+
+    def _is_empty_leftover(self, data_uri: str) -> bool:
+        """True if ``data_uri`` holds only the empty first version a create_table writes."""
+        try:
+            ds = open_dataset(data_uri, self.lance_options)
+            return ds.version == 1 and ds.count_rows() == 0
+        except Exception:
+            return False
 
     def open_table(self, name: str):
         """Return the table called ``name``."""
@@ -151,6 +167,10 @@ class Lake:
         check_table_name(name)
         tloc = self.loc.child(name)
         if not self.store.exists(tloc.join(META_DIR, "table.json")):
+            import pyarrow.fs as pafs
+            if any(i.type == pafs.FileType.File for i in self.store.list(tloc.uri, recursive=True)):
+                self.store.delete_tree(tloc.uri)  # the remains of a failed create_table
+                return
             if missing_ok:
                 return
             raise TableNotFoundError(f"table {name!r} not found in lake {self.uri}")

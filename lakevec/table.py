@@ -122,6 +122,12 @@ class Table:
         """Counts of the last search: partitions read, bytes, requests, seconds."""
         return self._last_search_stats
 
+    def stats(self, partitions: bool = True) -> dict:
+        """Return rows, bytes and, per IVF partition, rows, bytes, temperature and tier (hot = cached on
+        NVMe); bytes per tier; cache hits/misses of this table; I/O counters and estimated cost."""
+        from .cache.report import table_stats
+        return table_stats(self, partitions=partitions)
+
     def index_info(self) -> dict | None:
         """Return the metadata of the index in force for this version, or None."""
         snap = self.snapshot()
@@ -152,6 +158,19 @@ class Table:
         self._check_writable()
         from .index.build import build_index
         return build_index(self, num_partitions=num_partitions, engine=engine, **kw)
+
+    def compact(self, target_rows: int | None = None, engine: str = "local") -> dict:
+        """Merge small fragments within each partition in one commit (see lakevec.maintenance)."""
+        self._check_writable()
+        from .maintenance import compact
+        return compact(self, target_rows=target_rows, engine=engine)
+
+    def vacuum(self, older_than=None, dry_run: bool = False) -> dict:
+        """Remove versions older than ``older_than`` (timedelta or seconds; default 7 days) and orphan
+        files of failed jobs (see lakevec.maintenance). The current version is never removed."""
+        self._check_writable()
+        from .maintenance import vacuum
+        return vacuum(self, older_than=older_than, dry_run=dry_run)
 
     def rejects(self) -> pa.Table:
         """Return the quarantined rows (ingest_key, source, row, id, reason, rejected_at)."""

@@ -32,8 +32,9 @@ Harness:
 
 - ``run_peer(peer, queries, true_ids, k=10, nprobe=None, max_queries=None, ...) -> dict`` -- one measured
   run: recall@k, queries/s, p50/p95/p99 latency, bytes read, peak RSS (``measure.PeakRSS``). Per-query peers
-  time each call; with ``max_queries`` they answer a fixed random sample of the queries and queries/s is
-  extrapolated (``"extrapolated": true``, ``n_measured``). Batch peers time one call; their latency fields
+  time each call. With ``max_queries`` a peer answers a fixed random sample of the queries (seeded, the
+  same for every peer) and queries/s is extrapolated (``"extrapolated": true``, ``n_measured``; recall is
+  then over the sample). Batch peers time one call; their latency fields
   are batch time / m (``latency_source="batch/m"``), and ``single_p50_ms``/``single_p95_ms`` come from
   ``single_query_samples`` separate one-query calls.
 - ``sweep_nprobe(peer, queries, true_ids, nprobes, ...) -> list of run_peer dicts``.
@@ -428,12 +429,13 @@ def run_peer(peer: Peer, queries: np.ndarray, true_ids: np.ndarray | None, k: in
              warmup: int = 0, seed: int = 0, label: str | None = None, concurrency: int | None = None) -> dict:
     """Measure one peer once (see module docstring). ``true_ids`` rows align with ``queries``.
 
-    ``max_queries`` applies to per-query peers only. ``warmup`` queries (per-query peers: single calls;
+    ``max_queries`` (any peer; meant for per-query peers and brute force on big sets) measures a fixed
+    random sample of that many queries and extrapolates queries/s (``extrapolated``). ``warmup`` queries (per-query peers: single calls;
     batch peers: one call on that many queries) run before measuring, outside the measured window."""
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     m = len(queries)
     per_query = peer.kind == "per_query"
-    sel = _sample(m, max_queries, seed) if per_query else np.arange(m)
+    sel = _sample(m, max_queries, seed)
     conc = concurrency or getattr(peer, "concurrency", 1) or 1
     if warmup:
         w = queries[np.random.default_rng(seed + 1).choice(m, size=min(warmup, m), replace=False)]
@@ -463,7 +465,7 @@ def run_peer(peer: Peer, queries: np.ndarray, true_ids: np.ndarray | None, k: in
                     _, ids[j], dt = one(j)
                     lat.append(dt)
         else:
-            ids = np.asarray(peer.search(queries, k, nprobe))
+            ids = np.asarray(peer.search(queries[sel] if len(sel) < m else queries, k, nprobe))
         seconds = time.perf_counter() - t0
     bytes_read = peer.bytes_read()
     n_meas = len(sel)
@@ -479,7 +481,7 @@ def run_peer(peer: Peer, queries: np.ndarray, true_ids: np.ndarray | None, k: in
         res["latency_source"] = "per_query"
         res["single_p50_ms"], res["single_p95_ms"] = res["p50_ms"], res["p95_ms"]
     else:
-        per = seconds / m * 1e3
+        per = seconds / n_meas * 1e3
         res.update({"p50_ms": per, "p95_ms": per, "p99_ms": per, "latency_source": "batch/m"})
         single = []
         for j in _sample(m, single_query_samples, seed + 2) if single_query_samples else []:

@@ -56,6 +56,10 @@ DEFAULT_TARGETS: tuple[Target, ...] = (
 
 def machine_info() -> dict:
     info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:  # other processes on the machine make timings noisy: record the load when the report is built
+        info["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        pass
     try:
         import psutil
         info["memory_bytes"] = psutil.virtual_memory().total

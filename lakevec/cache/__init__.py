@@ -1,7 +1,66 @@
-"""The NVMe hot tier (placeholder until the cache issue lands): no cache configured."""
+"""The hot tier: byte-identical copies of immutable lake objects on local NVMe, per IVF partition.
+
+``lakevec.connect(uri, cache_dir=DIR, cache_bytes=N)`` gives the lake an :class:`NvmeCache`
+(``lake.cache``); without ``cache_dir`` it is a :class:`DisabledCache` that only keeps the counters.
+
+What is cached
+    The data files of partitions (every fragment of an indexed table holds exactly one partition),
+    keyed by their object URI. Object names are immutable UUIDs, so a copy is never stale; a file of
+    an old version stays valid for time travel. Unassigned fragments (rows appended after the index)
+    form the pseudo-partition -1. Fragments with deletion files are read by Lance's scanner, not as
+    files, and are not cached. Index centroids and partition maps stay in memory (``TableFiles``).
+
+Read path (``search.reader.FragmentReader`` -> ``NvmeCache.fetch``)
+    Hit: the recorded size is compared with the file, and its CRC-32 (recorded at admission) is
+    checked before use: on the first use by each process and whenever the file's identity (inode,
+    size, mtime, ctime) changed since it was last verified -- any write, truncation or replacement
+    changes it. ``verify="always"`` checks the checksum on every use. A missing, truncated or damaged
+    file is dropped and the object is read again from the store; if the reader fails on a copy that
+    passed the checks, it calls ``invalidate`` and re-reads from the store.
+    Miss: one HEAD plus one ranged GET per 64 MB stream the object into ``tmp/``, computing its
+    CRC-32 on the way (counted on the lake's ``IOCounters``); then, in one database transaction, the
+    access is recorded, admission is decided, victims are evicted and the file is published with
+    ``os.replace``. A file not admitted is handed to the reader as a temporary file it deletes.
+
+Policy (``policy``)
+    Per partition, a decayed access score (half-life one hour) weighs frequency and recency. Free
+    budget admits anything; a full cache admits a partition only if it is hotter than every partition
+    it would evict (scan resistance: one large scan touches each partition once and cannot flush a
+    repeatedly-read hot set). Victims are whole partitions, coldest first; pinned ones never.
+    ``warm(table, partitions=None)`` downloads ahead of a scheduled job, ``pin``/``unpin`` protect
+    partitions, ``evict(table=None, partitions=None)`` and ``clear()`` remove.
+
+Several processes, one folder
+    Metadata lives in ``cache.db``, SQLite in WAL mode; admission (used bytes, victims, insert) is one
+    ``BEGIN IMMEDIATE`` transaction, so the budget holds across processes. Files are written under
+    ``tmp/`` and published by atomic rename inside that transaction, so no reader sees a torn file and
+    a row always names a complete file. Deleting a file that another process is reading is harmless
+    (POSIX keeps an open file's bytes; a reader that has not opened it yet gets an error and re-reads
+    from the store).
+
+Failure is slowness, never wrongness
+    Disk full, cache folder deleted, database unreadable: ``fetch`` returns None and the reader reads
+    from the object store (after a local write failure the folder is skipped for 10 s); the folder and
+    database are recreated on the next use. Orphan files (a crash between download and publish, a
+    lost database) are removed by ``sweep`` when the cache is opened.
+
+Accounting
+    Hits, misses and bytes served from the cache go to the lake's ``IOCounters`` (per process; every
+    search's ``stats["io"]`` carries its own delta), and per partition into the database (lifetime,
+    all processes). ``stats()`` reports both with an estimated cost from ``CacheConfig.prices``
+    (``lakevec.config.PriceTable``: S3 Standard list prices by default).
+"""
 from __future__ import annotations
+
+from .nvme import DisabledCache, NvmeCache
+
+__all__ = ["DisabledCache", "NvmeCache", "open_cache"]
 
 
 def open_cache(lake):
-    """Return the lake's cache object, or None when no cache_dir is configured."""
-    return None
+    """Return the cache of ``lake``: an NvmeCache when it has a ``cache_dir``, else a DisabledCache."""
+    cfg = lake.cache_config
+    counters = lake.store.counters
+    if not cfg.cache_dir:
+        return DisabledCache(counters, cfg.prices, lake=lake)
+    return NvmeCache(cfg.cache_dir, int(cfg.cache_bytes), lake=lake, counters=counters, prices=cfg.prices)

@@ -157,7 +157,7 @@ def recall_curve(model: IvfModel, cq: np.ndarray, cq_ids: np.ndarray, results: l
 
 def build_index(table, num_partitions: int | None = None, engine: str = "local", sample_rows: int | None = None,
                 target_recall: float = CALIBRATION_TARGET_RECALL, seed: int = 1234,
-                task_bytes: int = BUILD_TASK_BYTES) -> IndexMeta:
+                task_bytes: int | None = None) -> IndexMeta:
     """Build the IVF index of ``table`` and rewrite it clustered by partition (see module doc)."""
     t0 = time.time()
     ds = table._open_latest()
@@ -202,8 +202,11 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
 
     old = [f.metadata for f in ds.get_fragments()]
     schema = ds.schema
+    from ..engines import engine_name, get_engine, task_bytes_for
+    if task_bytes is None:  # distributed engines: about one task per core (see engines.task_bytes_for)
+        total = sum(int(df.file_size_bytes or 0) for fr in old for df in fr.files)
+        task_bytes = task_bytes_for(engine, total, BUILD_TASK_BYTES)
     tasks = plan_build_tasks(table, ds, rv, index_id, schema, task_bytes)
-    from ..engines import get_engine
     results: list[BuildTaskResult] = []
     try:
         results = get_engine(engine).map(run_build_task, tasks, name="build_index")
@@ -221,7 +224,7 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
                          default_nprobe, [[p, round(float(curve[p - 1]), 4)] for p in probes], len(train_idx),
                          0.0, time.time())
         meta.stats = {"sample_seconds": round(t_sample, 3), "train_seconds": round(t_train, 3),
-                      "tasks": len(tasks), "engine": engine}
+                      "tasks": len(tasks), "engine": engine_name(engine)}
         meta.build_seconds = round(time.time() - t0, 3)
         table.files.write_index(meta, None, centroids)
         table.files.write_partmap(f"{index_id}", index_id, written.partitions)

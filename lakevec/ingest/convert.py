@@ -7,10 +7,10 @@ at the row group it failed on (the iteration is retried, not only the open).
 """
 from __future__ import annotations
 
-import fnmatch
 import glob as _glob
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -35,8 +35,11 @@ class FileSource:
     uri: str
     size: int
     mtime_ns: int = 0
+    etag: str = ""  # S3 objects: their ETag (modification times there have one-second resolution)
 
     def identity(self) -> str:
+        if self.etag:
+            return f"{self.uri}|{self.size}|etag:{self.etag}"
         return f"{self.uri}|{self.size}|{self.mtime_ns}"
 
 
@@ -75,18 +78,19 @@ def _expand_one(item: str, storage_options: dict | None) -> list[FileSource]:
         try:
             info = store.fs.get_file_info(path) if not has_glob else None
             if info is not None and info.type == pafs.FileType.File:
-                return [FileSource("s3://" + path, int(info.size), int(info.mtime_ns or 0))]
-            infos = store.fs.get_file_info(pafs.FileSelector(base, recursive=has_glob, allow_not_found=True))
+                return _with_etags(store, [FileSource("s3://" + path, int(info.size), int(info.mtime_ns or 0))])
+            # a folder is read recursively, as locally; a glob lists below its fixed leading part
+            infos = store.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
         except Exception as e:
             raise wrap_io_error(e, f"listing {item}") from e
-        pat = path if has_glob else None
+        pat = _glob_regex(path) if has_glob else None
         res = [
             FileSource("s3://" + i.path, int(i.size), int(i.mtime_ns or 0))
             for i in infos
             if i.type == pafs.FileType.File
-            and (fnmatch.fnmatch(i.path, pat) if pat else i.path.endswith(".parquet"))
+            and (pat.fullmatch(i.path) if pat else i.path.endswith(".parquet"))
         ]
-        return sorted(res, key=lambda s: s.uri)
+        return _with_etags(store, sorted(res, key=lambda s: s.uri))
     path = os.path.abspath(os.path.expanduser(item[7:] if item.startswith("file://") else item))
     if os.path.isdir(path):
         paths = sorted(_glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
@@ -97,6 +101,64 @@ def _expand_one(item: str, storage_options: dict | None) -> list[FileSource]:
     else:
         raise StorageError(f"Parquet source not found: {item}")
     return [FileSource(p, os.path.getsize(p), os.stat(p).st_mtime_ns) for p in paths]
+
+
+def _with_etags(store: ObjectStore, sources: list[FileSource]) -> list[FileSource]:
+    """Return ``sources`` with their S3 ETags (one HEAD each, in parallel): an object rewritten within the
+    same second with the same size is still a new source for idempotency."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def head(src: FileSource) -> FileSource:
+        path = src.uri[len("s3://"):]
+        try:
+            with store.fs.open_input_file(path) as f:
+                md = f.metadata()
+        except FileNotFoundError as e:
+            raise StorageError(f"Parquet source not found: {src.uri}") from e
+        except Exception as e:
+            raise wrap_io_error(e, f"reading the metadata of {src.uri}") from e
+        store.counters.add(gets=1)
+        etag = md.get("ETag") or md.get(b"ETag") or b""
+        etag = etag.decode() if isinstance(etag, bytes) else str(etag)
+        return FileSource(src.uri, src.size, src.mtime_ns, etag.strip('"'))
+
+    if len(sources) <= 1:
+        return [head(s) for s in sources]
+    with ThreadPoolExecutor(max_workers=min(16, len(sources))) as pool:
+        return list(pool.map(head, sources))
+
+
+def _glob_regex(pattern: str) -> "re.Pattern":
+    """Return a regex matching object keys like a local ``glob(recursive=True)``: ``*`` and ``?`` stay within
+    one path segment, ``**`` spans segments."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            j = pattern.find("]", i + 2)
+            if j < 0:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                body = pattern[i + 1:j]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = j + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out))
 
 
 def file_store(uri: str, storage_options: dict | None) -> ObjectStore:
@@ -192,7 +254,12 @@ def to_arrow_table(data, vector_column: str = VECTOR_COLUMN) -> pa.Table:
             raise InvalidArgumentError("input dict is empty: expected {'id': ..., 'vector': 2-D array, ...}")
         cols = {}
         for name, values in data.items():
-            cols[str(name)] = vectors_to_arrow(values, name) if name == vector_column else _column(values, name)
+            if name == vector_column:
+                cols[str(name)] = vectors_to_arrow(values, name)
+            elif isinstance(values, np.ndarray) and values.ndim == 2:  # another matrix: one list per row
+                cols[str(name)] = pa.FixedSizeListArray.from_arrays(_column(values.ravel(), name), values.shape[1])
+            else:
+                cols[str(name)] = _column(values, name)
         try:
             return pa.table(cols)
         except pa.ArrowInvalid as e:

@@ -69,6 +69,9 @@ def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
         from ..engines import get_engine
         return get_engine(engine).ingest(table, data, id_column=id_column, vector_column=vector_column,
                                          on_bad_rows=on_bad_rows, idempotency_key=idempotency_key)
+    if isinstance(data, (list, tuple)) and len(data) == 0:
+        raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
+                                   f"table {table.name!r})")
     files = resolve_files(data, table.lake.storage_options) if is_path_input(data) else None
     key = idempotency_key or (sources_key(files) if files else None)
     ds = table._open_latest()
@@ -94,10 +97,14 @@ def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
     problems: list = []
     rejects: list = []
     rejected = 0
+    seen_rows = 0
     try:
         for source, batches in streams:
             row = 0
             for batch in batches:
+                seen_rows += batch.num_rows
+                if batch.num_rows == 0:
+                    continue
                 if sink is None:
                     spec, sink, mode = _open_sink(table, spec, batch, snap)
                 checked = check_batch(batch, spec, row, source, tracker)
@@ -116,6 +123,10 @@ def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
                         rejects += [(source, r, i, why) for r, i, why in checked.bad_rows]
                 if checked.good is not None:
                     sink.add(checked.good, checked.vectors)
+        if seen_rows == 0:
+            what = (f"Parquet source(s) {', '.join(f.uri for f in files[:5])}" if files is not None
+                    else "input")
+            raise InvalidArgumentError(f"{what} is empty: no rows to add to table {table.name!r}")
         if sink is not None:
             written = sink.finish()
     except BaseException:

@@ -18,6 +18,9 @@ from ..config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
 from ..errors import SchemaError
 
 
+FIRST_ROW_MEMORY = 1_000_000  # ids whose first row number is remembered for duplicate messages
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """What a batch is validated against: picklable, small (sent to engine tasks)."""
@@ -54,7 +57,7 @@ class IdTracker:
 
     def __init__(self, id_type: str, existing=None):
         self.id_type = id_type
-        self._seen_int = np.empty(0, dtype=np.int64)  # sorted
+        self._seen_chunks: list = []  # [(sorted ids, their global rows)] of this ingestion
         self._seen_str: set = set()
         self._first_row: dict = {}
         if existing is not None and len(existing):
@@ -73,29 +76,37 @@ class IdTracker:
         if self.id_type == "int64":
             ids = np.asarray(ids, dtype=np.int64)
             in_table = _isin_sorted(ids, self._existing)
-            in_seen = _isin_sorted(ids, self._seen_int)
+            in_seen, seen_row = self._lookup_seen(ids)
             order = np.argsort(ids, kind="stable")
             s = ids[order]
             dup_within = np.zeros(len(ids), dtype=bool)
             if len(s) > 1:
                 same = s[1:] == s[:-1]
                 dup_within[order[1:][same]] = True
-            for i in np.flatnonzero(in_table | in_seen | dup_within):
+            keep = ~(in_table | in_seen | dup_within)
+            bad_idx = np.flatnonzero(~keep)
+            if len(bad_idx):
+                # first occurrence in this batch of every id: the start of its run in sorted order
+                run_start = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, dtype=bool)
+                start_pos = np.maximum.accumulate(np.where(run_start, np.arange(len(s)), 0))
+                first_in_batch = np.empty(len(ids), dtype=np.int64)
+                first_in_batch[order] = order[start_pos]
+            for i in bad_idx:
                 v = int(ids[i])
                 if in_table[i]:
                     bad[int(rows[i])] = f"duplicate id {v}: already in the table"
                 else:
-                    bad[int(rows[i])] = f"duplicate id {v} (also at row {self._first_row.get(v, '?')})"
-            keep = ~(in_table | in_seen | dup_within)
-            # remember the first row of every new id, for messages naming both rows
-            if len(self._first_row) < 100000:
-                for i in np.flatnonzero(keep)[:1000]:
-                    self._first_row.setdefault(int(ids[i]), int(rows[i]))
-            if dup_within.any():
-                first = order[np.r_[True, s[1:] != s[:-1]]]
-                for i in first[:1000]:
-                    self._first_row.setdefault(int(ids[i]), int(rows[i]))
-            self._seen_int = np.union1d(self._seen_int, ids[~in_table])
+                    first = int(seen_row[i]) if in_seen[i] else int(rows[first_in_batch[i]])
+                    bad[int(rows[i])] = f"duplicate id {v} (also at row {first})"
+            # remember new ids with their rows (sorted chunks: vectorised lookups, no per-row Python)
+            kept = np.flatnonzero(keep)
+            o = np.argsort(ids[kept], kind="stable")
+            self._seen_chunks.append((ids[kept][o], np.asarray(rows)[kept][o]))
+            if len(self._seen_chunks) > 8:
+                cat_ids = np.concatenate([c[0] for c in self._seen_chunks])
+                cat_rows = np.concatenate([c[1] for c in self._seen_chunks])
+                o = np.argsort(cat_ids, kind="stable")
+                self._seen_chunks = [(cat_ids[o], cat_rows[o])]
         else:
             for i, v in enumerate(ids):
                 if v in self._existing_str:
@@ -104,9 +115,24 @@ class IdTracker:
                     bad[int(rows[i])] = f"duplicate id {v!r} (also at row {self._first_row.get(v, '?')})"
                 else:
                     self._seen_str.add(v)
-                    if len(self._first_row) < 100000:
+                    if len(self._first_row) < FIRST_ROW_MEMORY:
                         self._first_row[v] = int(rows[i])
         return bad
+
+
+    def _lookup_seen(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (seen before in this ingestion, row where it was first seen) for int ids."""
+        found = np.zeros(len(ids), dtype=bool)
+        first = np.full(len(ids), -1, dtype=np.int64)
+        for s_ids, s_rows in self._seen_chunks:
+            if not len(s_ids):
+                continue
+            pos = np.searchsorted(s_ids, ids)
+            pos[pos == len(s_ids)] = 0
+            hit = (s_ids[pos] == ids) & ~found
+            first[hit] = s_rows[pos[hit]]
+            found |= hit
+        return found, first
 
 
 def _isin_sorted(x: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
@@ -138,7 +164,7 @@ def check_batch(batch: pa.RecordBatch, spec: TableSpec, row_offset: int, where: 
     if ids is not None:
         valid_idx = np.flatnonzero(~id_null)
         if len(valid_idx):
-            vals = id_arr.take(pa.array(valid_idx)).to_numpy(zero_copy_only=False)
+            vals = (id_arr if len(valid_idx) == n else id_arr.take(pa.array(valid_idx))).to_numpy(zero_copy_only=False)
             for glob_row, why in ids.check(vals, rows[valid_idx]).items():
                 reasons.setdefault(int(glob_row - row_offset), (ID_COLUMN, why))
 
@@ -148,15 +174,19 @@ def check_batch(batch: pa.RecordBatch, spec: TableSpec, row_offset: int, where: 
     problems = [(int(rows[i]), reasons[i][0], reasons[i][1]) for i in bad_local]
     bad_rows = [(int(rows[i]), _repr_id(id_arr, i), f"{reasons[i][0]}: {reasons[i][1]}") for i in bad_local]
 
-    good_vec = vec[mask]
+    all_good = len(bad_local) == 0
+    good_vec = vec if all_good else vec[mask]  # fast path: no copies when every row is good
     if spec.metric == "cosine" and len(good_vec):
-        good_vec = good_vec / np.linalg.norm(good_vec, axis=1, keepdims=True).astype(np.float32)
+        # norms in float64: squares of large (>1e19) or tiny (<1e-19) float32 values overflow/underflow
+        norms = np.linalg.norm(good_vec.astype(np.float64), axis=1, keepdims=True)
+        good_vec = (good_vec / norms).astype(np.float32)
     good_vec = np.ascontiguousarray(good_vec, dtype=np.float32)
-    keep = pa.array(mask)
-    cols = [id_arr.filter(keep), pa.FixedSizeListArray.from_arrays(pa.array(good_vec.ravel()), spec.dim)]
+    keep = None if all_good else pa.array(mask)
+    cols = [id_arr if all_good else id_arr.filter(keep),
+            pa.FixedSizeListArray.from_arrays(pa.array(good_vec.ravel()), spec.dim)]
     names = [ID_COLUMN, VECTOR_COLUMN]
     for name, arr in user_cols:
-        cols.append(arr.filter(keep))
+        cols.append(arr if all_good else arr.filter(keep))
         names.append(name)
     good = pa.RecordBatch.from_arrays(cols, names=names) if mask.any() else None
     return Checked(good, problems, bad_rows, good_vec)
@@ -233,7 +263,7 @@ def _check_vectors(col: pa.Array, spec: TableSpec, where: str) -> tuple[np.ndarr
     for i in np.flatnonzero(~finite):
         bad.setdefault(int(i), "vector contains NaN or Inf")
     if spec.metric == "cosine":
-        norms = np.einsum("ij,ij->i", mat, mat)
+        norms = np.einsum("ij,ij->i", mat, mat, dtype=np.float64)
         for i in np.flatnonzero((norms == 0) & finite):
             bad.setdefault(int(i), "zero vector cannot be normalised (cosine metric)")
     if bad:
@@ -247,9 +277,18 @@ def _check_user_columns(batch: pa.RecordBatch, spec: TableSpec, where: str) -> l
     for n in names:
         if n.startswith("_"):
             raise SchemaError(f"{where}: column {n!r}: names starting with '_' are reserved", source=where)
+        if "." in n or not n.strip():
+            raise SchemaError(f"{where}: column {n!r}: names must be non-blank and cannot contain '.' (Lance "
+                              "reads a dot as a nested field path); rename the column", source=where)
+    want = spec.user_schema if spec.user_schema is not None else batch.schema
+    # the first rows fix the table's schema (spec.user_schema is then taken from this very batch)
+    untyped = [f.name for f in want if f.name in names and pa.types.is_null(f.type)]
+    if untyped:
+        raise SchemaError(f"{where}: column(s) {untyped} hold only nulls and have no type, so the table's "
+                          "schema cannot be fixed from them; give them a type (e.g. pa.array(values, "
+                          "type=pa.string())) or drop them", source=where)
     if spec.user_schema is None:
         return [(n, batch.column(n)) for n in names]
-    want = spec.user_schema
     extra = [n for n in names if n not in want.names]
     missing = [n for n in want.names if n not in names]
     if extra or missing:

@@ -6,6 +6,7 @@ indexed table are assigned to their nearest centroid and every fragment holds on
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..index.ivf import IvfModel
 from ..store.objects import ObjectStore, wrap_io_error
 
 FLUSH_BYTES = 256 << 20  # buffered bytes that trigger a write (bounds worker memory)
+WRITE_THREADS = 8  # concurrent fragment writes (per-partition files are small: latency-bound)
 
 
 @dataclass
@@ -86,28 +88,49 @@ class FragmentSink:
             self.flush()
 
     def flush(self) -> None:
-        """Write every buffered partition as fragment file(s)."""
-        for p in sorted(self._buf):
-            batches = self._buf[p]
-            if not batches:
-                continue
-            tbl = pa.Table.from_batches(batches, schema=self.schema)
-            try:
-                frags = write_fragments(tbl, self.data_uri, schema=self.schema, mode=self.mode,
-                                        max_rows_per_file=self.max_rows_per_file,
-                                        storage_options=self.storage_options)
-            except LakevecError:
-                raise
-            except Exception as e:
-                raise wrap_io_error(e, f"writing fragments to {self.data_uri}") from e
-            for f in frags:
-                for df in f.files:
-                    self.out.partitions[df.path] = p
-                    self.out.bytes += int(df.file_size_bytes or 0)
-                self.out.rows += f.physical_rows
-            self.out.fragments += frags
+        """Write every buffered partition as fragment file(s), several partitions at a time."""
+        jobs = [(p, pa.Table.from_batches(b, schema=self.schema)) for p, b in sorted(self._buf.items()) if b]
         self._buf = {}
         self._buf_bytes = 0
+        if not jobs:
+            return
+        if len(jobs) == 1 or WRITE_THREADS <= 1:
+            results = [self._write(p, t) for p, t in jobs]
+        else:
+            # Many small per-partition files: overlap their object-store round trips.
+            with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="lakevec-write") as pool:
+                futs = [pool.submit(self._write, p, t) for p, t in jobs]
+                results = []
+                err = None
+                for f in futs:
+                    try:
+                        results.append(f.result())
+                    except BaseException as e:  # keep what was written so abort() can delete it
+                        err = err or e
+                if err is not None:
+                    for p, frags in results:
+                        self._record(p, frags)
+                    raise err
+        for p, frags in results:
+            self._record(p, frags)
+
+    def _write(self, p: int, tbl: pa.Table):
+        try:
+            return p, write_fragments(tbl, self.data_uri, schema=self.schema, mode=self.mode,
+                                      max_rows_per_file=self.max_rows_per_file,
+                                      storage_options=self.storage_options)
+        except LakevecError:
+            raise
+        except Exception as e:
+            raise wrap_io_error(e, f"writing fragments to {self.data_uri}") from e
+
+    def _record(self, p: int, frags) -> None:
+        for f in frags:
+            for df in f.files:
+                self.out.partitions[df.path] = p
+                self.out.bytes += int(df.file_size_bytes or 0)
+            self.out.rows += f.physical_rows
+        self.out.fragments += frags
 
     def finish(self) -> WrittenFiles:
         """Flush and return what was written."""

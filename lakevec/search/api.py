@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from ..config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
+from ..config import ID_COLUMN, PARTITION_COLUMN, SEARCH_IO_THREADS_REMOTE, SEARCH_PREFETCH, VECTOR_COLUMN
 from ..errors import InvalidArgumentError
 from ..store.lance_io import drain_io_stats
 from .executor import batch_search, prepare_queries
@@ -49,6 +49,7 @@ def search(table, queries, k: int = 10, nprobe: int | None = None, filter: str |
     if nprobe is not None:
         nprobe = _check_k(nprobe, "nprobe")
     snap = table.snapshot()
+    k = min(k, max(1, snap.num_rows))  # no query can have more neighbours than the table has rows
     meta = table.meta
     q, single = prepare_queries(queries, meta.dim, meta.metric)
     cols = _check_columns(columns, snap.ds.schema)
@@ -58,7 +59,8 @@ def search(table, queries, k: int = 10, nprobe: int | None = None, filter: str |
         mask_for, _ = filter_mask(snap.ds, filter, table.store)
     probe = nprobe or (snap.index.default_nprobe if snap.index else 0)
     reader = FragmentReader(snap.ds, table.data_uri, table.store, table.lake.cache, table.name)
-    topk, cands, stats = batch_search(snap, reader, q, k, probe, meta.metric, mask_for)
+    io_threads = SEARCH_PREFETCH if table.store.loc.is_local else SEARCH_IO_THREADS_REMOTE
+    topk, cands, stats = batch_search(snap, reader, q, k, probe, meta.metric, mask_for, io_threads=io_threads)
     found = topk.ref >= 0
     qidx, rank = np.nonzero(found)
     refs = topk.ref[qidx, rank]

@@ -5,22 +5,24 @@ Three separate units, after faiss's ``contrib/big_batch_search``:
     query lists;
   * the kernel (``kernels.distances`` / ``TopK``): one matrix product per (partition, query block)
     and a running top-k merge;
-  * the schedule (``PrefetchingLoop``): reads the next partitions on background threads while the
-    current one is scored, so I/O overlaps BLAS and only a few partitions are in memory at once.
+  * the schedule (``schedule.run_pipeline``): I/O threads read the next partitions while worker
+    threads score others (BLAS limited to one thread each), so I/O overlaps compute and only a few
+    partitions are in memory at once.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from ..config import SEARCH_PREFETCH, SEARCH_QUERY_BLOCK
+from ..config import SEARCH_PREFETCH, SEARCH_QUERY_BLOCK, SEARCH_THREADS
 from ..errors import InvalidArgumentError, LakevecError
 from ..snapshot import FragmentInfo, Snapshot
-from .kernels import TopK, distances, sq_norms, topk_rows
+from .kernels import TopK, finish, partial_scores, scaled_queries, sq_norms, topk_rows
 from .reader import Block, FragmentReader
+from .schedule import run_pipeline, single_threaded_blas
 
 
 @dataclass
@@ -51,34 +53,6 @@ def plan_visits(snap: Snapshot, probes: np.ndarray | None, query_ids: np.ndarray
     return visits
 
 
-class PrefetchingLoop:
-    """Yields (visit, block) in order, reading up to ``depth`` visits ahead on worker threads."""
-
-    def __init__(self, reader: FragmentReader, depth: int = SEARCH_PREFETCH, mask_for=None):
-        self.reader = reader
-        self.depth = max(1, depth)
-        self.mask_for = mask_for
-
-    def run(self, visits: list[Visit]):
-        if not visits:
-            return
-        with ThreadPoolExecutor(max_workers=self.depth, thread_name_prefix="lakevec-read") as pool:
-            pending = []
-            it = iter(visits)
-            for v in it:
-                pending.append((v, pool.submit(self.reader.read_block, v.fragments, v.key, self.mask_for)))
-                if len(pending) >= self.depth:
-                    break
-            while pending:
-                v, fut = pending.pop(0)
-                block = fut.result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(self.reader.read_block, nxt.fragments, nxt.key,
-                                                     self.mask_for)))
-                yield v, block
-
-
 class Candidates:
     """Keeps the ids and row addresses of scored blocks; TopK refs index into them."""
 
@@ -87,13 +61,16 @@ class Candidates:
         self.addr: list[np.ndarray] = []
         self.base = 0
         self._bases: list[int] = []
+        self._lock = threading.Lock()
 
     def add(self, block: Block) -> int:
-        base = self.base
-        self.ids.append(block.ids)
-        self.addr.append(block.rowaddr)
-        self._bases.append(base)
-        self.base += len(block)
+        """Register a block's ids and row addresses; return the ref of its first row."""
+        with self._lock:
+            base = self.base
+            self.ids.append(block.ids)
+            self.addr.append(block.rowaddr)
+            self._bases.append(base)
+            self.base += len(block)
         return base
 
     def resolve(self, refs: np.ndarray):
@@ -120,14 +97,14 @@ class Candidates:
         return ids_out, addr_out
 
 
-def score_block(block: Block, q: np.ndarray, q_norms: np.ndarray, qidx: np.ndarray, metric: str,
-                topk: TopK, base: int, query_block: int = SEARCH_QUERY_BLOCK) -> None:
-    """Score the queries ``qidx`` against ``block`` and merge into ``topk`` (the kernel)."""
+def score_block(block: Block, qs: np.ndarray, qidx: np.ndarray, metric: str, topk: TopK, base: int,
+                query_block: int = SEARCH_QUERY_BLOCK) -> None:
+    """Score scaled queries ``qs[qidx]`` against ``block``; merge partial scores into ``topk`` (the kernel)."""
     xn = sq_norms(block.vectors) if metric == "l2" else None
     k = topk.k
     for s in range(0, len(qidx), query_block):
         qi = qidx[s:s + query_block]
-        d = distances(q[qi], block.vectors, metric, x_norms=xn, q_norms=q_norms[qi] if q_norms is not None else None)
+        d = partial_scores(qs[qi], block.vectors, metric, x_norms=xn)
         loc, ld = topk_rows(d, min(k, d.shape[1]))
         topk.merge(qi, ld, loc.astype(np.int64) + base)
 
@@ -156,57 +133,75 @@ def prepare_queries(queries, dim: int, metric: str) -> tuple[np.ndarray, bool]:
 
 
 def batch_search(snap: Snapshot, reader: FragmentReader, q: np.ndarray, k: int, nprobe: int, metric: str,
-                 mask_for=None, prefetch: int = SEARCH_PREFETCH, want_full: bool = False):
-    """Run the grouped search; return (TopK, Candidates, stats dict)."""
+                 mask_for=None, workers: int = SEARCH_THREADS, io_threads: int = SEARCH_PREFETCH):
+    """Run the grouped search; return (TopK of final distances, Candidates, stats dict)."""
     m = len(q)
-    topk = TopK(m, k)
+    qs = scaled_queries(q, metric)
     cands = Candidates()
-    q_norms = sq_norms(q) if metric == "l2" else None
+    stats = {"partitions_read": 0, "fragments_read": 0, "rows_read": 0, "distances": 0, "rounds": 0}
+    states: list[TopK] = []
+    lock = threading.Lock()
+
+    def read(v: Visit):
+        return reader.read_block(v.fragments, v.key, mask_for)
+
+    def score(v: Visit, block, topk: TopK):
+        with lock:
+            stats["partitions_read"] += 1 if v.key >= 0 else 0
+            stats["fragments_read"] += len(v.fragments)
+            stats["rows_read"] += len(block) if block is not None else 0
+            stats["distances"] += len(block) * len(v.queries) if block is not None else 0
+        if block is None or len(block) == 0:
+            return
+        score_block(block, qs, v.queries, metric, topk, cands.add(block))
+
+    def run(visits):
+        with single_threaded_blas():
+            states.extend(run_pipeline(visits, read, score, lambda: TopK(m, k), workers, io_threads))
+        stats["rounds"] += 1
+
     all_q = np.arange(m, dtype=np.int64)
-    stats = {"partitions_read": 0, "rows_scored": 0, "rounds": 0}
     model = snap.model
     if model is None:
-        visits = plan_visits(snap, None, all_q)
-        _run(visits, reader, q, q_norms, metric, topk, cands, mask_for, prefetch, stats)
-        stats["rounds"] = 1
-        return topk, cands, stats
-    ranked = None
-    lo, hi = 0, min(nprobe, model.nlist)
-    pending = all_q
-    first = True
-    while len(pending):
-        if first:
-            probes = model.probe(q, hi)
-            unassigned_pass = True
-        else:
+        run(_split_unassigned(plan_visits(snap, None, all_q)))
+    else:
+        run(_split_unassigned(plan_visits(snap, model.probe(q, min(nprobe, model.nlist)), all_q)))
+        # A pre-filter may leave fewer than k rows in the nprobe partitions: probe further for those queries.
+        lo, hi = min(nprobe, model.nlist), min(model.nlist, 2 * max(1, nprobe))
+        ranked = None
+        while mask_for is not None and lo < model.nlist:
+            merged = _merge(states, m, k)
+            pending = all_q[merged.found() < k]
+            if not len(pending):
+                break
             if ranked is None:
                 ranked = model.rank_partitions(q)
-            probes = ranked[pending, lo:hi]
-            unassigned_pass = False
-        sub = snap if unassigned_pass else _without_unassigned(snap)
-        visits = plan_visits(sub, probes, pending)
-        _run(visits, reader, q, q_norms, metric, topk, cands, mask_for, prefetch, stats)
-        stats["rounds"] += 1
-        first = False
-        # Pre-filtered searches may find fewer than k rows in nprobe partitions: probe further.
-        if mask_for is None or hi >= model.nlist:
-            break
-        pending = pending[topk.found()[pending] < k]
-        lo, hi = hi, min(model.nlist, hi * 2)
+            run(plan_visits(_without_unassigned(snap), ranked[pending, lo:hi], pending))
+            lo, hi = hi, min(model.nlist, hi * 2)
+    topk = _merge(states, m, k)
+    q_norms = sq_norms(q) if metric == "l2" else None
+    filled = topk.ref >= 0
+    topk.dist = np.where(filled, finish(topk.dist, metric, q_norms), np.inf).astype(np.float32)
     return topk, cands, stats
 
 
+def _merge(states: list[TopK], m: int, k: int) -> TopK:
+    out = TopK(m, k)
+    for st in states:
+        out.merge_from(st)
+    return out
+
+
+def _split_unassigned(visits: list[Visit]) -> list[Visit]:
+    """Give every unassigned fragment its own visit, so big unindexed fragments are read one at a time."""
+    out = []
+    for v in visits:
+        if v.key < 0 and len(v.fragments) > 1:
+            out += [Visit(-1, [f], v.queries) for f in v.fragments]
+        else:
+            out.append(v)
+    return out
+
+
 def _without_unassigned(snap: Snapshot) -> Snapshot:
-    s = Snapshot(snap.ds, snap.version, snap.fragments, snap.index, snap.model, snap.by_partition, [])
-    return s
-
-
-def _run(visits, reader, q, q_norms, metric, topk, cands, mask_for, prefetch, stats):
-    loop = PrefetchingLoop(reader, prefetch, mask_for)
-    for v, block in loop.run(visits):
-        stats["partitions_read"] += 1 if v.key >= 0 else len(v.fragments)
-        if block is None or len(block) == 0:
-            continue
-        stats["rows_scored"] += len(block) * len(v.queries)
-        base = cands.add(block)
-        score_block(block, q, q_norms, v.queries, metric, topk, base)
+    return Snapshot(snap.ds, snap.version, snap.fragments, snap.index, snap.model, snap.by_partition, [])

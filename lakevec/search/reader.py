@@ -67,16 +67,26 @@ class FragmentReader:
         if frag.has_deletions or not frag.single_file:
             return self._read_lance(frag, cols)
         uri = self.file_uri(frag)
-        path, temp = self._local_copy(uri, frag, partition)
+        copy = self._local_copy(uri, frag, partition)
+        if copy is None:  # no local copy possible (e.g. local disk full): let Lance read the object
+            return self._read_lance(frag, cols)
+        path, temp = copy
         try:
-            reader = lance.file.LanceFileReader(path, columns=cols)
-            tbl = reader.read_all(batch_size=1 << 20).to_table()
-        except LakevecError:
-            raise
+            tbl = self._read_file(path, cols)
         except Exception as e:
-            if self.cache is not None and not temp:
-                self.cache.invalidate(uri)  # a bad cached copy must never be served twice
-            raise wrap_io_error(e, f"reading fragment {frag.fragment_id} ({uri})") from e
+            if self.cache is None or temp or self.local:
+                raise wrap_io_error(e, f"reading fragment {frag.fragment_id} ({uri})") from e
+            # A cached copy that cannot be read (deleted or damaged under us) must never be served
+            # again: drop it and read the object from the store.
+            self.cache.invalidate(uri)
+            copy = self._local_copy(uri, frag, partition, use_cache=False)
+            if copy is None:
+                return self._read_lance(frag, cols)
+            path, temp = copy
+            try:
+                tbl = self._read_file(path, cols)
+            except Exception as e2:
+                raise wrap_io_error(e2, f"reading fragment {frag.fragment_id} ({uri})") from e2
         finally:
             if temp:
                 try:
@@ -87,21 +97,37 @@ class FragmentReader:
         addr = base + np.arange(tbl.num_rows, dtype=np.uint64)
         return tbl.append_column("_rowaddr", pa.array(addr))
 
-    def _local_copy(self, uri: str, frag: FragmentInfo, partition: int) -> tuple[str, bool]:
-        """Return (local path of the file's bytes, whether it is a temporary file to delete)."""
+    @staticmethod
+    def _read_file(path: str, cols: list[str]) -> pa.Table:
+        reader = lance.file.LanceFileReader(path, columns=cols)
+        return reader.read_all(batch_size=1 << 20).to_table()
+
+    def _local_copy(self, uri: str, frag: FragmentInfo, partition: int,
+                    use_cache: bool = True) -> tuple[str, bool] | None:
+        """Return (local path of the file's bytes, whether it is a temporary file to delete), or None
+        when no local copy can be made (the caller then reads through Lance)."""
         if self.local:
             self.store.counters.add(gets=1, bytes_read=frag.file_size)
             return uri, False
-        if self.cache is not None:
-            path = self.cache.fetch(uri, frag.file_size, self.store, self.table_key, partition)
-            if path is not None:
-                return path, False
-        fd, tmp = tempfile.mkstemp(prefix="lakevec-frag-", suffix=".lance")
-        os.close(fd)
+        if self.cache is not None and use_cache:
+            # (path, is_temp) of a verified copy, or None when the cache cannot be used right now
+            got = self.cache.fetch(uri, frag.file_size, self.store, self.table_key, partition)
+            if got is not None:
+                return got
+        try:
+            fd, tmp = tempfile.mkstemp(prefix="lakevec-frag-", suffix=".lance")
+            os.close(fd)
+        except OSError:
+            return None
         try:
             self.store.download(uri, tmp)
-        except BaseException:
-            os.unlink(tmp)
+        except BaseException as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(e, Exception) and _local_disk_error(e):
+                return None
             raise
         return tmp, True
 
@@ -135,6 +161,18 @@ class FragmentReader:
         if not vec.flags.c_contiguous or vec.dtype != np.float32:
             vec = np.ascontiguousarray(vec, dtype=np.float32)
         return Block(ids, vec, addr)
+
+
+def _local_disk_error(e: BaseException) -> bool:
+    """Return True if ``e`` was caused by the local disk (full, read-only...), not by the store."""
+    import errno
+    for _ in range(5):
+        if e is None:
+            return False
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def take_columns(ds: lance.LanceDataset, rowaddr: np.ndarray, columns: list[str]) -> pa.Table:

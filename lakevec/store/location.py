@@ -83,10 +83,11 @@ def parse_location(uri, storage_options: dict | None = None) -> Location:
         raise InvalidNameError(f"storage_options must be a dict, got {type(storage_options).__name__}")
     parsed = urlparse(uri)
     if parsed.scheme in ("s3", "s3a"):
-        bucket = parsed.netloc
+        # split by hand: '?' and '#' are legal in object keys (and in globs), not a query or fragment
+        bucket, _, path = uri.split("://", 1)[1].partition("/")
         if not _BUCKET_RE.match(bucket or ""):
             raise InvalidNameError(f"invalid S3 bucket name {bucket!r} in lake URI {uri!r}")
-        prefix = parsed.path.strip("/")
+        prefix = path.strip("/")
         if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
             raise InvalidNameError(f"lake URI {uri!r} has an empty, '.' or '..' path segment")
         opts = _resolve_s3_options(storage_options or {}, uri)

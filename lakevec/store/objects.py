@@ -50,8 +50,11 @@ def wrap_io_error(e: BaseException, what: str) -> LakevecError:
         return e
     text = str(e)
     low = text.lower()
-    if any(s in low for s in ("accessdenied", "access denied", "invalidaccesskeyid", "signaturedoesnotmatch",
-                               "forbidden", "403", "credentials", "invalid access key")):
+    # error codes are spelt AccessDenied, ACCESS_DENIED or "access denied" depending on the client
+    flat = low.replace("_", "").replace(" ", "")
+    if any(s in flat for s in ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch", "forbidden",
+                                "credentials", "invalidaccesskey", "invalidtoken", "expiredtoken",
+                                "httpstatus403", "statuscode:403", "(403)", "code403")):
         return CredentialsError(f"{what}: the store rejected the credentials ({_first_line(text)})")
     if any(s in low for s in ("connection refused", "couldn't connect", "could not connect", "timed out",
                                "timeout", "dns", "failed to connect", "error sending request",

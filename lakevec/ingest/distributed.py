@@ -1,0 +1,628 @@
+"""Distributed ingestion: Parquet sources (or Spark/Ray partitions) validated and written in engine tasks,
+checked across tasks and committed once by the driver.
+
+Plan. ``plan_slices`` turns the source files into ``SliceTask`` records: a file larger than the task
+size is cut into row-group ranges, consecutive small files are grouped (so that tasks, and the
+fragments they write, are not tiny). The task size gives every core about one task
+(``engine.task_bytes``). Task records hold URIs, row-group ranges and the table spec, never data.
+
+Tasks (``run_slice_task``; ``ingest_stream`` is shared with ``lakevec.spark.write`` and
+``lakevec.ray.write``) read their slice, rename the id/vector columns, validate every batch with
+``ingest.validate.check_batch`` (the very function and batches of the local engine, so messages are
+identical), write the good rows with ``ingest.write.FragmentSink`` (one partition per fragment when
+the table is indexed: the task loads the centroids of the index in force) and return
+``StreamResult``: the fragments written (uncommitted), and per batch the ids it checked with their
+row numbers and the row problems it found. Duplicates inside a task are dropped there.
+A lakevec error that is not about rows (schema drift, missing column) is returned in the result,
+so the driver reports errors in source order, as the local engine would.
+
+Driver (``finalize``). It replays the tasks' ids, in source order, through one ``IdTracker`` loaded
+with the table's ids: exactly the sequence of checks the local engine makes, so duplicates across
+tasks and against the table get the local engine's messages and first-wins choice. Then:
+``on_bad_rows="raise"``: the first batch with a problem raises the local engine's ``ValidationError``
+after every written file is deleted; ``"skip"``/``"quarantine"``: rows found to be duplicates only
+across tasks were already written, so the fragments holding them are rewritten without them
+(``run_rewrite_task``) before the commit. Finally one commit through ``ingest.job.commit_written``
+(pending record, partition-map sidecar, Lance Append/Overwrite, committed record). The idempotency
+key is the given one or ``convert.sources_key(files)``; a re-run with a committed key commits nothing.
+
+Exactly-once: every task result is taken once per task (see ``engines.base``); attempts that failed
+or were duplicated by the engine leave uncommitted files that ``maintenance.vacuum`` deletes; a
+driver that dies before the commit leaves the table unchanged.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import (ID_COLUMN, INDEX_DIR, INGEST_BATCH_ROWS, MAX_REPORTED_PROBLEMS, PARTITION_COLUMN,
+                      VECTOR_COLUMN)
+from ..errors import InvalidArgumentError, LakevecError, SchemaError, StorageError, ValidationError
+from ..index.ivf import IvfModel
+from ..store.location import parse_location
+from ..store.objects import ObjectStore, wrap_io_error
+from .convert import FileSource, _open_parquet, is_path_input, rename_columns, resolve_files, sources_key
+from .validate import IdTracker, TableSpec, check_batch, format_problems
+from .write import FragmentSink, WrittenFiles, delete_written
+
+log = logging.getLogger("lakevec.ingest")
+
+INGEST_TASK_BYTES = 512 << 20  # most source bytes one task reads (distributed engines split below this)
+MIN_TASK_BYTES = 32 << 20  # smaller slices cost more in task overhead and tiny fragments than they gain
+READ_RETRIES = 3
+
+
+# --------------------------------------------------------------------------------------------------
+# task records and results
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IngestTarget:
+    """Where and how tasks write: table location, validation spec, index, bad-row mode (picklable)."""
+
+    table_name: str
+    table_uri: str
+    data_uri: str
+    lance_options: dict | None
+    spec: TableSpec
+    mode: str  # "append" | "overwrite" (the first rows of a table fix its user columns)
+    on_bad_rows: str
+    id_column: str = ID_COLUMN
+    vector_column: str = VECTOR_COLUMN
+    index_id: str | None = None
+    flush_bytes: int | None = None
+
+    def model(self) -> IvfModel | None:
+        """Load the centroids of the index in force (None for an unindexed table)."""
+        if self.index_id is None:
+            return None
+        store = ObjectStore(parse_location(self.table_uri, self.lance_options))
+        raw = store.read_bytes(f"{self.table_uri.rstrip('/')}/{INDEX_DIR}/{self.index_id}.centroids.npy")
+        return IvfModel(np.load(io.BytesIO(raw), allow_pickle=False), self.spec.metric)
+
+    def sink(self, model: IvfModel | None) -> FragmentSink:
+        kw = {"flush_bytes": self.flush_bytes} if self.flush_bytes else {}
+        return FragmentSink(self.data_uri, self.spec.output_schema(), self.lance_options, model, mode=self.mode, **kw)
+
+    def store(self) -> ObjectStore:
+        return ObjectStore(parse_location(self.table_uri, self.lance_options))
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """One source file, or the row groups [start, stop) of it."""
+
+    source: FileSource
+    row_groups: tuple | None = None
+
+
+@dataclass(frozen=True)
+class SliceTask:
+    """Read, validate and write some Parquet files / row-group ranges (in order)."""
+
+    task_id: int
+    parts: tuple  # of FilePart
+    source_options: dict | None  # resolved storage options to read the sources
+    target: IngestTarget
+
+
+@dataclass
+class BatchRecord:
+    """What the driver needs of one validated batch: the ids the tracker saw and the row problems."""
+
+    source: str
+    first_row: int
+    num_rows: int
+    ids: np.ndarray  # non-null ids of the batch, as passed to IdTracker.check
+    rows: np.ndarray  # their row numbers (int64, ascending)
+    problems: list  # [(row, column, reason)] found by the task (incl. duplicates within the task)
+
+
+@dataclass
+class StreamResult:
+    """A task's outcome: fragments written (not committed), per-batch ids/problems, or its error."""
+
+    task_id: int
+    written: WrittenFiles = field(default_factory=WrittenFiles)
+    batches: list = field(default_factory=list)
+    rows_read: int = 0
+    row_base: int = 0  # added to every row number by the driver (Spark/Ray partitions)
+    error: bytes | None = None  # a pickled LakevecError that stopped the task (reported in order)
+    seconds: float = 0.0
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise pickle.loads(self.error)
+
+
+class _RecordingTracker(IdTracker):
+    """An IdTracker that remembers the (ids, rows) of its last check (what the driver replays)."""
+
+    def __init__(self, id_type: str):
+        super().__init__(id_type, None)
+        self.last = None
+
+    def check(self, ids, rows):
+        self.last = (np.asarray(ids).copy() if self.id_type == "int64" else np.asarray(ids, dtype=object),
+                     np.asarray(rows, dtype=np.int64).copy())
+        return super().check(ids, rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# worker side
+# --------------------------------------------------------------------------------------------------
+
+def ingest_stream(batches, target: IngestTarget, task_id: int, model: IvfModel | None = None,
+                  result: StreamResult | None = None) -> StreamResult:
+    """Validate and write ``batches`` (an iterable of (source, first_row, RecordBatch with canonical
+    column names)); return what was written and what the driver must check."""
+    t0 = time.time()
+    res = result or StreamResult(task_id)
+    tracker = _RecordingTracker(target.spec.id_type)
+    sink = target.sink(model)
+    try:
+        for source, row, batch in batches:
+            res.rows_read += batch.num_rows
+            if batch.num_rows == 0:
+                continue
+            tracker.last = None
+            checked = check_batch(batch, target.spec, row, source, tracker)
+            ids, rows = tracker.last if tracker.last is not None else (np.empty(0, np.int64), np.empty(0, np.int64))
+            res.batches.append(BatchRecord(source, row, batch.num_rows, ids, rows, list(checked.problems)))
+            if checked.problems and target.on_bad_rows == "raise":
+                # the job fails at this batch at the latest: write nothing more, keep nothing
+                delete_written(target.store(), target.data_uri, sink.out)
+                res.written = WrittenFiles()
+                res.seconds = time.time() - t0
+                return res
+            if checked.good is not None:
+                sink.add(checked.good, checked.vectors)
+        res.written = sink.finish()
+    except LakevecError as e:
+        delete_written(target.store(), target.data_uri, sink.out)
+        if isinstance(e, StorageError):
+            raise  # maybe transient: let the engine retry the task
+        res.written = WrittenFiles()
+        res.error = pickle.dumps(e)
+    except BaseException:
+        delete_written(target.store(), target.data_uri, sink.out)
+        raise
+    res.seconds = time.time() - t0
+    return res
+
+
+def _iter_part(part: FilePart, options: dict | None, id_column: str, vector_column: str):
+    """Yield (source, first_row, batch) of one file part; retries a failed row group from where it failed.
+
+    Batches are cut exactly as the local engine cuts them (row group by row group, INGEST_BATCH_ROWS),
+    so row numbers and validation messages are identical.
+    """
+    src = part.source
+    attempts = 0
+    group = None
+    row = 0
+    while True:
+        try:
+            pf = _open_parquet(src, options)
+            md = pf.metadata
+            start, stop = part.row_groups if part.row_groups is not None else (0, md.num_row_groups)
+            stop = min(stop, md.num_row_groups)
+            if group is None:
+                group = start
+                row = sum(md.row_group(g).num_rows for g in range(start))
+            while group < stop:
+                tbl = pf.read_row_group(group)
+                for b in tbl.to_batches(max_chunksize=INGEST_BATCH_ROWS):
+                    yield src.uri, row, rename_columns(b, id_column, vector_column, src.uri)
+                    row += b.num_rows
+                group += 1
+                attempts = 0
+            return
+        except LakevecError:
+            raise
+        except (OSError, pa.ArrowException) as e:
+            attempts += 1
+            if attempts > READ_RETRIES or isinstance(e, pa.ArrowInvalid):
+                raise wrap_io_error(e, f"reading Parquet {src.uri} (row group {group})") from e
+            time.sleep(0.2 * 2 ** attempts)
+
+
+def run_slice_task(task: SliceTask) -> StreamResult:
+    """Engine task: read this task's file parts, validate, write fragments (see module doc)."""
+    t = task.target
+    res = StreamResult(task.task_id)
+    try:
+        model = t.model()
+    except LakevecError as e:
+        if isinstance(e, StorageError):
+            raise
+        res.error = pickle.dumps(e)
+        return res
+
+    def batches():
+        for part in task.parts:
+            yield from _iter_part(part, task.source_options, t.id_column, t.vector_column)
+
+    return ingest_stream(batches(), t, task.task_id, model, res)
+
+
+@dataclass(frozen=True)
+class RewriteTask:
+    """Rewrite uncommitted fragments without the rows of the given ids (cross-task duplicates)."""
+
+    task_id: int
+    data_uri: str
+    table_uri: str
+    lance_options: dict | None
+    schema: pa.Schema
+    mode: str
+    fragments: tuple  # FragmentMetadata written by one task
+    partitions: dict  # data file name -> partition
+    drop_ids: tuple
+
+
+def run_rewrite_task(task: RewriteTask) -> WrittenFiles:
+    """Engine task: copy each fragment without the dropped ids; delete the old (never committed) files."""
+    from lance.file import LanceFileReader
+    from lance.fragment import write_fragments
+
+    drop = pa.array(list(task.drop_ids), type=task.schema.field(ID_COLUMN).type)
+    out = WrittenFiles()
+    store = ObjectStore(parse_location(task.table_uri, task.lance_options))
+    old_files = []
+    for frag in task.fragments:
+        path = frag.files[0].path
+        uri = f"{task.data_uri}/data/{path}"
+        part = task.partitions.get(path)
+        try:
+            tbl = LanceFileReader(uri, storage_options=task.lance_options).read_all().to_table()
+        except Exception as e:
+            raise wrap_io_error(e, f"reading uncommitted fragment {uri}") from e
+        keep = pc.invert(pc.is_in(tbl.column(ID_COLUMN), value_set=drop))
+        if pc.all(keep).as_py():
+            out.fragments.append(frag)
+            out.partitions[path] = part
+            out.rows += frag.physical_rows
+            out.bytes += int(frag.files[0].file_size_bytes or 0)
+            continue
+        tbl = tbl.filter(keep).select(task.schema.names).cast(task.schema)
+        old_files.append(uri)
+        if tbl.num_rows == 0:
+            continue
+        try:
+            frags = write_fragments(tbl, task.data_uri, schema=task.schema, mode=task.mode,
+                                    max_rows_per_file=max(1, tbl.num_rows), storage_options=task.lance_options)
+        except Exception as e:
+            raise wrap_io_error(e, f"rewriting fragments of {task.data_uri}") from e
+        for f in frags:
+            for df in f.files:
+                out.partitions[df.path] = part
+                out.bytes += int(df.file_size_bytes or 0)
+            out.rows += f.physical_rows
+        out.fragments += frags
+    for uri in old_files:
+        try:
+            store.delete(uri)
+        except LakevecError:
+            pass  # vacuum removes it later
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# driver side
+# --------------------------------------------------------------------------------------------------
+
+def resolve_user_spec(spec: TableSpec, schema: pa.Schema, id_column: str, vector_column: str, where: str):
+    """Fix the user columns from the input's schema if the table has none yet; return (spec, mode).
+
+    Mirrors ``ingest.job._open_sink``: the first rows of a table with user columns are committed as
+    an Overwrite of the empty table.
+    """
+    if spec.user_schema is not None:
+        return spec, "append"
+    empty = pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+    renamed = rename_columns(empty, id_column, vector_column, where)
+    user = [f for f in renamed.schema if f.name not in (ID_COLUMN, VECTOR_COLUMN)]
+    spec = TableSpec(spec.name, spec.dim, spec.metric, spec.id_type, pa.schema(user))
+    return spec, ("overwrite" if user else "append")
+
+
+def plan_slices(files: list[FileSource], source_options: dict | None, target: IngestTarget,
+                task_bytes: int) -> list[SliceTask]:
+    """Cut files larger than ``task_bytes`` into row-group ranges; group consecutive small files."""
+    parts: list[tuple[FilePart, int]] = []
+    for src in files:
+        if src.size <= task_bytes:
+            parts.append((FilePart(src, None), src.size))
+            continue
+        md = _open_parquet(src, source_options).metadata
+        start, acc = 0, 0
+        for g in range(md.num_row_groups):
+            gb = md.row_group(g).total_byte_size
+            if g > start and acc + gb > task_bytes:
+                parts.append((FilePart(src, (start, g)), acc))
+                start, acc = g, 0
+            acc += gb
+        if md.num_row_groups == 0 or start < md.num_row_groups:
+            parts.append((FilePart(src, (start, md.num_row_groups)), acc))
+    tasks: list[list[FilePart]] = [[]]
+    acc = 0
+    for part, size in parts:
+        if tasks[-1] and (acc + size > task_bytes or part.row_groups is not None):
+            tasks.append([])
+            acc = 0
+        tasks[-1].append(part)
+        acc += size
+        if part.row_groups is not None:  # a slice of a big file is a task of its own
+            tasks.append([])
+            acc = 0
+    return [SliceTask(i, tuple(p), source_options, target) for i, p in enumerate(t for t in tasks if t)]
+
+
+@dataclass
+class Outcome:
+    """The driver's merge of all task results."""
+
+    written: WrittenFiles
+    rejected: int = 0
+    problems: list = field(default_factory=list)  # first problems (source, row, column, reason)
+    rejects: list = field(default_factory=list)  # quarantined rows (source, row, id, reason)
+    drops: dict = field(default_factory=dict)  # result position -> ids to drop from its fragments
+    rows_read: int = 0
+
+
+def _is_dup_reason(column: str, why: str) -> bool:
+    return column == ID_COLUMN and why.startswith("duplicate id")
+
+
+def merge_results(results: list[StreamResult], spec: TableSpec, existing, on_bad_rows: str,
+                  table_name: str) -> Outcome:
+    """Replay the tasks' ids in order through one IdTracker; apply ``on_bad_rows`` (see module doc).
+
+    Raises the local engine's ValidationError (raise mode) or a task's own error, in source order.
+    """
+    tracker = IdTracker(spec.id_type, existing)
+    out = Outcome(WrittenFiles())
+    for pos, res in enumerate(results):
+        out.rows_read += res.rows_read
+        base = res.row_base
+        for b in res.batches:
+            rows = b.rows + base if base else b.rows
+            dup = tracker.check(b.ids, rows) if len(b.ids) else {}
+            final: dict[int, tuple[str, str]] = {}
+            for r, c, w in b.problems:
+                r = int(r) + base
+                if _is_dup_reason(c, w) and r in dup:
+                    final[r] = (ID_COLUMN, dup[r])  # the driver sees earlier tasks too: its wording wins
+                else:
+                    final[r] = (c, w)
+            cross = [r for r in dup if r not in final]
+            for r in cross:
+                final[r] = (ID_COLUMN, dup[r])
+            if not final:
+                continue
+            ordered = sorted(final)
+            batch_problems = [(r, final[r][0], final[r][1]) for r in ordered]
+            out.rejected += len(batch_problems)
+            if len(out.problems) < 1000:
+                out.problems += [(b.source, r, c, w) for r, c, w in batch_problems[:1000]]
+            if on_bad_rows == "raise":
+                raise ValidationError(
+                    format_problems([(r, c, w) for _, r, c, w in out.problems], b.source, MAX_REPORTED_PROBLEMS)
+                    + f"; nothing was written to table {table_name!r}"
+                    " (use on_bad_rows='skip' or 'quarantine' to ingest the good rows)",
+                    problems=out.problems, source=b.source)
+            id_of = _id_lookup(b.ids, rows)
+            if on_bad_rows == "quarantine":
+                out.rejects += [(b.source, r, id_of(r), f"{c}: {w}") for r, c, w in batch_problems]
+            if cross:
+                out.drops.setdefault(pos, []).extend(_id_value(id_of(r), spec.id_type) for r in cross)
+        res.raise_error()
+        out.written.extend(res.written)
+    return out
+
+
+def _id_lookup(ids: np.ndarray, rows: np.ndarray):
+    def get(r: int) -> str:
+        i = int(np.searchsorted(rows, r))
+        if i < len(rows) and rows[i] == r:
+            v = ids[i]
+            return str(v.item() if hasattr(v, "item") else v)
+        return ""  # a null id
+    return get
+
+
+def _id_value(text: str, id_type: str):
+    return int(text) if id_type == "int64" else text
+
+
+def rewrite_dropped(engine, results: list[StreamResult], drops: dict, target: IngestTarget) -> list[StreamResult]:
+    """Rewrite the fragments of results that hold cross-task duplicates; return updated results."""
+    if not drops:
+        return results
+    schema = target.spec.output_schema()
+    tasks = [RewriteTask(pos, target.data_uri, target.table_uri, target.lance_options, schema, target.mode,
+                         tuple(results[pos].written.fragments), dict(results[pos].written.partitions),
+                         tuple(ids))
+             for pos, ids in sorted(drops.items())]
+    log.info("ingest: rewriting the fragments of %d task(s) without %d cross-task duplicate(s)", len(tasks),
+             sum(len(t.drop_ids) for t in tasks))
+    from ..engines import get_engine
+    rewritten = get_engine(engine).map(run_rewrite_task, tasks, name="ingest-dedup")
+    out = list(results)
+    for t, w in zip(tasks, rewritten):
+        r = out[t.task_id]
+        out[t.task_id] = StreamResult(r.task_id, w, r.batches, r.rows_read, r.row_base, r.error, r.seconds)
+    return out
+
+
+def delete_all(target: IngestTarget, results) -> None:
+    """Best-effort removal of every file the tasks wrote (the job failed before its commit)."""
+    store = target.store()
+    for r in results or []:
+        if r is not None:
+            delete_written(store, target.data_uri, r.written)
+
+
+def as_table(table, storage_options: dict | None = None):
+    """Return ``table`` if it is a Table, else open the table URI ``"<lake uri>/<table name>"``."""
+    if hasattr(table, "data_uri") and hasattr(table, "lake"):
+        return table
+    if not isinstance(table, str) or "/" not in table.rstrip("/"):
+        raise InvalidArgumentError(f"table must be a lakevec Table or a table URI '<lake uri>/<table name>', "
+                                   f"got {table!r}")
+    from ..lake import Lake
+    lake_uri, name = table.rstrip("/").rsplit("/", 1)
+    if lake_uri.endswith(":/") or lake_uri.endswith(":"):  # "s3://bucket" has no table part
+        raise InvalidArgumentError(f"table URI {table!r} names no table: expected '<lake uri>/<table name>'")
+    return Lake(lake_uri, storage_options, create=False).open_table(name)
+
+
+def load_existing_ids(ds, check_existing_ids: bool = True):
+    """Return the ids already in the table (None if empty or not checked)."""
+    if not check_existing_ids or ds.count_rows() == 0:
+        return None
+    return ds.to_table(columns=[ID_COLUMN]).column(ID_COLUMN).to_numpy()
+
+
+def prepare(table, key: str | None):
+    """Open the latest version; return (ds, AddResult if ``key`` was already ingested, else None)."""
+    from .job import AddResult, already_ingested
+    ds = table._open_latest()
+    if key is not None:
+        done = already_ingested(table, key)
+        if done is not None:
+            log.info("ingest: key %s already committed (version %s): nothing to do", key, done)
+            return ds, AddResult(0, 0, ds.version, key, skipped=True)
+    return ds, None
+
+
+def make_target(table, ds, snap, spec: TableSpec, mode: str, on_bad_rows: str, id_column: str,
+                vector_column: str) -> IngestTarget:
+    return IngestTarget(table.name, table.loc.uri, table.data_uri, table.lake.lance_options, spec, mode, on_bad_rows,
+                        id_column, vector_column, snap.index.index_id if snap.index is not None else None)
+
+
+def finalize(table, engine, results: list[StreamResult], target: IngestTarget, read_version: int, snap,
+             key: str | None, existing, t0: float, empty_what: str):
+    """Merge task results, apply on_bad_rows, rewrite cross-task duplicates, commit once; return AddResult."""
+    from .job import AddResult, _write_record, commit_written, write_rejects
+    try:
+        if sum(r.rows_read for r in results) == 0:
+            raise InvalidArgumentError(f"{empty_what} is empty: no rows to add to table {table.name!r}")
+        out = merge_results(results, target.spec, existing, target.on_bad_rows, table.name)
+        if out.drops:
+            results = rewrite_dropped(engine, results, out.drops, target)
+            out.written = WrittenFiles()
+            for r in results:
+                out.written.extend(r.written)
+    except BaseException:
+        delete_all(target, results)
+        raise
+    written = out.written
+    version = read_version
+    if written.rows:
+        try:
+            version = commit_written(table, written, read_version, target.mode, snap, key,
+                                     new_schema=target.spec.output_schema() if target.mode == "overwrite" else None)
+        except BaseException:
+            delete_written(table.store, table.data_uri, written)
+            raise
+    elif key is not None:
+        _write_record(table, key, {"state": "committed", "version": read_version, "rows": 0,
+                                   "files": [], "read_version": read_version})
+    if out.rejects:
+        write_rejects(table, key, out.rejects)
+    table._invalidate()
+    log.info("ingest: %d rows added, %d rejected, version %s (%.1fs)", written.rows, out.rejected, version,
+             time.time() - t0)
+    return AddResult(written.rows, out.rejected, version, key, False,
+                     [list(p) for p in out.problems[:MAX_REPORTED_PROBLEMS * 4]], time.time() - t0, written.bytes)
+
+
+def session(engine):
+    """``with session(engine):`` keeps a distributed engine's cluster up across several maps."""
+    import contextlib
+    return engine if hasattr(engine, "__enter__") else contextlib.nullcontext(engine)
+
+
+def _source_options(files: list[FileSource], storage_options: dict | None) -> dict | None:
+    """Resolve S3 credentials on the driver, so that workers need no AWS environment of their own."""
+    s3 = [f for f in files if f.uri.startswith(("s3://", "s3a://"))]
+    if not s3:
+        return storage_options
+    return dict(parse_location(s3[0].uri.replace("s3a://", "s3://"), storage_options).options)
+
+
+def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COLUMN,
+           on_bad_rows: str = "raise", idempotency_key: str | None = None, check_existing_ids: bool = True,
+           task_bytes: int | None = None):
+    """``Table.add(data, engine=...)`` for a distributed engine (see module doc).
+
+    ``data``: Parquet path(s)/glob/folder (local or s3://), read inside the tasks; a Spark DataFrame
+    (engine "spark") or Ray Dataset (engine "ray") goes to ``lakevec.spark.write`` / ``lakevec.ray.write``;
+    in-memory inputs (pyarrow, pandas, dicts) are already on the driver and are ingested there.
+    """
+    from ..engines import engine_name, get_engine, task_bytes_for
+    from .job import BAD_ROW_MODES, _check_key
+    t0 = time.time()
+    if on_bad_rows not in BAD_ROW_MODES:
+        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
+    if idempotency_key is not None:
+        _check_key(idempotency_key)
+    kw = dict(id_column=id_column, vector_column=vector_column, on_bad_rows=on_bad_rows,
+              idempotency_key=idempotency_key)
+    mod = type(data).__module__ or ""
+    if mod.startswith("pyspark.sql") and hasattr(data, "mapInArrow"):
+        from .. import spark as lv_spark
+        return lv_spark.write(data, table, **kw)
+    if mod.startswith("ray.data") and hasattr(data, "map_batches"):
+        from .. import ray as lv_ray
+        return lv_ray.write(data, table, **kw)
+    if not is_path_input(data):
+        from .job import add
+        log.info("ingest: in-memory input is validated on the driver (engine %s is used for Parquet sources)",
+                 engine_name(engine))
+        return add(table, data, engine="local", check_existing_ids=check_existing_ids, **kw)
+    if isinstance(data, (list, tuple)) and len(data) == 0:
+        raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
+                                   f"table {table.name!r})")
+    files = resolve_files(data, table.lake.storage_options)
+    key = idempotency_key or sources_key(files)
+    ds, done = prepare(table, key)
+    if done is not None:
+        done.seconds = time.time() - t0
+        return done
+    read_version = ds.version
+    from .job import table_spec
+    spec = table_spec(table, ds)
+    snap = table._snapshot_of(ds)
+    src_opts = _source_options(files, table.lake.storage_options)
+    mode = "append"
+    if spec.user_schema is None:
+        first = next((f for f in files if _open_parquet(f, src_opts).metadata.num_rows > 0), None)
+        if first is not None:
+            spec, mode = resolve_user_spec(spec, _open_parquet(first, src_opts).schema_arrow, id_column,
+                                           vector_column, first.uri)
+        else:
+            spec = TableSpec(spec.name, spec.dim, spec.metric, spec.id_type, pa.schema([]))
+    target = make_target(table, ds, snap, spec, mode, on_bad_rows, id_column, vector_column)
+    eng = get_engine(engine)
+    total = sum(f.size for f in files)
+    tb = task_bytes or task_bytes_for(eng, total, INGEST_TASK_BYTES, MIN_TASK_BYTES)
+    tasks = plan_slices(files, src_opts, target, tb)
+    existing = load_existing_ids(ds, check_existing_ids)
+    log.info("ingest: %d file(s), %.1f MB, %d task(s) on %s into table %r (version %d)", len(files), total / 1e6,
+             len(tasks), engine_name(eng), table.name, read_version)
+    with session(eng):
+        # a task that fails cleans up its own files; files of crashed attempts are left to vacuum
+        results = eng.map(run_slice_task, tasks, name="ingest")
+        return finalize(table, eng, results, target, read_version, snap, key, existing, t0,
+                        f"Parquet source(s) {', '.join(f.uri for f in files[:5])}")

@@ -1,0 +1,220 @@
+"""Spark DataFrame integration: write a DataFrame into a lakevec table, read a table as a DataFrame.
+
+    import lakevec.spark as lvs
+    r = lvs.write(df, table)                         # df: id, vector (array<float>), other columns
+    df = lvs.read(table, columns=["id", "tag"], filter="tag = 3")
+
+``table`` is a ``lakevec`` Table or a table URI ``"<lake uri>/<table name>"`` (pass
+``storage_options`` for S3, or rely on the AWS_* environment).
+
+write: one Spark task per DataFrame partition (``mapInArrow``): the task converts the vectors
+(Spark ``array<float>``/``array<double>``, an Arrow list) to fixed-size float32 lists, validates every
+batch with the local engine's checks, writes Lance fragments (one partition each when the table is
+indexed) and emits one small row: its partition number and its pickled result (fragment metadata,
+ids, row problems). The driver collects one row per partition (a retried or speculative attempt
+yields one collected row as well: exactly once), checks duplicates across partitions and against
+the table, applies ``on_bad_rows`` and commits once (see ``lakevec.ingest.distributed``). Rows are
+numbered in DataFrame order (partition by partition) in error messages. Re-running with the same
+``idempotency_key`` commits nothing. Files of failed attempts are removed by ``vacuum``.
+
+read: one Spark task per group of fragments (about ``task_bytes`` each) reads with Lance in Python
+at the version current when ``read`` was called (or ``version``); ``filter`` (a SQL predicate on
+the table's columns) is applied by Lance inside the tasks; vectors come back as ``array<float>``.
+No Hadoop S3 connector is involved.
+"""
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from .config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
+from .errors import EngineError, InvalidArgumentError
+from .ingest.distributed import (IngestTarget, StreamResult, as_table, finalize, ingest_stream, load_existing_ids,
+                                 make_target, prepare, resolve_user_spec)
+
+READ_TASK_BYTES = 128 << 20
+_RESULT_SCHEMA = "part long, payload binary"
+
+
+@dataclass(frozen=True)
+class _PartitionWriter:
+    """The mapInArrow function of ``write``: validates and writes one DataFrame partition."""
+
+    target: IngestTarget
+    source: str
+
+    def __call__(self, batches):
+        from pyspark import TaskContext
+
+        from .ingest.convert import rename_columns
+        ctx = TaskContext.get()
+        part = ctx.partitionId() if ctx is not None else 0
+        t = self.target
+
+        def stream():
+            row = 0
+            for b in batches:
+                yield self.source, row, rename_columns(b, t.id_column, t.vector_column, self.source)
+                row += b.num_rows
+
+        res = ingest_stream(stream(), t, part, t.model())
+        yield pa.RecordBatch.from_pydict({"part": [part], "payload": [pickle.dumps(res, protocol=5)]})
+
+
+def write(df, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COLUMN, on_bad_rows: str = "raise",
+          idempotency_key: str | None = None, storage_options: dict | None = None,
+          check_existing_ids: bool = True):
+    """Append the rows of Spark DataFrame ``df`` to ``table`` in one commit; return an AddResult."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from .engines import get_engine
+    from .ingest.job import BAD_ROW_MODES, _check_key, table_spec
+    t0 = time.time()
+    table = as_table(table, storage_options)
+    table._check_writable()
+    if on_bad_rows not in BAD_ROW_MODES:
+        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
+    if idempotency_key is not None:
+        _check_key(idempotency_key)
+    key = idempotency_key
+    ds, done = prepare(table, key)
+    if done is not None:
+        done.seconds = time.time() - t0
+        return done
+    spec = table_spec(table, ds)
+    snap = table._snapshot_of(ds)
+    source = "spark DataFrame"
+    spec, mode = resolve_user_spec(spec, to_arrow_schema(df.schema), id_column, vector_column, source)
+    target = make_target(table, ds, snap, spec, mode, on_bad_rows, id_column, vector_column)
+    existing = load_existing_ids(ds, check_existing_ids)
+    try:
+        collected = df.mapInArrow(_PartitionWriter(target, source), _RESULT_SCHEMA).collect()
+    except Exception as e:
+        raise _spark_error(e, "write") from e
+    by_part: dict[int, StreamResult] = {}
+    for row in collected:  # exactly one result per partition is kept
+        by_part.setdefault(int(row["part"]), pickle.loads(row["payload"]))
+    results, base = [], 0
+    for i, p in enumerate(sorted(by_part)):
+        r = by_part[p]
+        r.task_id, r.row_base = i, base
+        base += r.rows_read
+        results.append(r)
+    return finalize(table, get_engine("spark"), results, target, ds.version, snap, key, existing, t0, source)
+
+
+def _spark_error(e: Exception, what: str) -> EngineError:
+    text = str(e)
+    reason = next((ln.strip() for ln in reversed(text.splitlines())
+                   if ("Error" in ln or "Exception" in ln) and not ln.strip().startswith("at ")), type(e).__name__)
+    return EngineError(f"spark {what} failed: {reason[:300]}")
+
+
+# --------------------------------------------------------------------------------------------------
+# read
+# --------------------------------------------------------------------------------------------------
+
+def _spark_arrow_schema(schema: pa.Schema) -> pa.Schema:
+    """Fixed-size lists become lists (Spark's array type)."""
+    fields = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_fixed_size_list(t):
+            t = pa.list_(t.value_type)
+        fields.append(pa.field(f.name, t, nullable=True))
+    return pa.schema(fields)
+
+
+def _to_spark_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    cols = []
+    for f in schema:
+        arr = batch.column(batch.schema.get_field_index(f.name))
+        cols.append(arr.cast(f.type) if arr.type != f.type else arr)
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+@dataclass(frozen=True)
+class _FragmentReader:
+    """The mapInArrow function of ``read``: reads the fragment groups of its input rows with Lance."""
+
+    data_uri: str
+    storage_options: dict | None
+    version: int
+    columns: tuple
+    filter: str | None
+    schema: pa.Schema
+
+    def __call__(self, batches):
+        import lance
+        ds = lance.dataset(self.data_uri, version=self.version, storage_options=self.storage_options)
+        for b in batches:
+            for frag_ids in b.column("frags").to_pylist():
+                frags = [ds.get_fragment(f) for f in frag_ids]
+                scanner = ds.scanner(columns=list(self.columns), filter=self.filter, fragments=frags,
+                                     scan_in_order=True)
+                for rb in scanner.to_batches():
+                    if rb.num_rows:
+                        yield _to_spark_batch(rb, self.schema)
+
+
+def fragment_groups(ds, task_bytes: int) -> list[list[int]]:
+    """Group the dataset's fragments into lists of about ``task_bytes`` of data (in fragment order)."""
+    groups: list[list[int]] = [[]]
+    acc = 0
+    for fr in ds.get_fragments():
+        size = sum(int(df.file_size_bytes or 0) for df in fr.metadata.files)
+        if groups[-1] and acc + size > task_bytes:
+            groups.append([])
+            acc = 0
+        groups[-1].append(fr.fragment_id)
+        acc += size
+    return [g for g in groups if g]
+
+
+def read_plan(table, columns=None, filter: str | None = None, storage_options: dict | None = None,
+              version: int | None = None):
+    """Validate the arguments; return (table, dataset, columns, output Arrow schema)."""
+    table = as_table(table, storage_options)
+    if version is not None:
+        table = table.checkout(version)
+    ds = table._dataset()
+    visible = [f.name for f in ds.schema if f.name != PARTITION_COLUMN]
+    cols = list(columns) if columns else visible
+    if isinstance(columns, str):
+        raise InvalidArgumentError("columns must be a list of column names, not a string")
+    unknown = [c for c in cols if c not in visible]
+    if unknown:
+        raise InvalidArgumentError(f"unknown column(s) {unknown} of table {table.name!r}; columns are {visible}")
+    if filter is not None:
+        if not isinstance(filter, str) or not filter.strip():
+            raise InvalidArgumentError(f"filter must be a non-empty SQL predicate string, got {filter!r}")
+        try:
+            ds.scanner(columns=cols, filter=filter).explain_plan()
+        except Exception as e:
+            raise InvalidArgumentError(f"invalid filter {filter!r} for table {table.name!r}: "
+                                       f"{str(e).splitlines()[0][:300]}") from e
+    schema = pa.schema([ds.schema.field(c) for c in cols])
+    return table, ds, cols, schema
+
+
+def read(table, columns=None, filter: str | None = None, spark=None, storage_options: dict | None = None,
+         version: int | None = None, task_bytes: int = READ_TASK_BYTES):
+    """Return the table (its ``columns``, rows matching ``filter``) as a Spark DataFrame."""
+    from pyspark.sql import SparkSession
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    table, ds, cols, schema = read_plan(table, columns, filter, storage_options, version)
+    out_schema = _spark_arrow_schema(schema)
+    spark_schema = from_arrow_schema(out_schema)
+    spark = spark or SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+    groups = fragment_groups(ds, task_bytes)
+    if not groups:
+        return spark.createDataFrame([], spark_schema)
+    sc = spark.sparkContext
+    rdd = sc.parallelize([(i, g) for i, g in enumerate(groups)], len(groups))  # one group per task
+    plan = spark.createDataFrame(rdd, "gid long, frags array<long>")
+    reader = _FragmentReader(table.data_uri, table.lake.lance_options, ds.version, tuple(cols), filter, out_schema)
+    return plan.mapInArrow(reader, spark_schema)
