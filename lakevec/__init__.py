@@ -7,8 +7,8 @@
     t.build_index()
     hits = t.search(queries, k=10)
 """
-from .errors import (CommitConflictError, CredentialsError, EngineError, InvalidArgumentError, InvalidNameError,
-                     LakevecError, NotALakeError, SchemaError, StorageError, TableExistsError, TableNotFoundError,
+from .errors import (CacheError, CommitConflictError, CredentialsError, EngineError, IndexError_, InvalidArgumentError,
+                     InvalidNameError, LakevecError, NotALakeError, SchemaError, StorageError, TableExistsError, TableNotFoundError,
                      ValidationError)
 from .lake import Lake, connect
 
@@ -24,5 +24,5 @@ def knn_join(left, right, k: int = 10, nprobe: int | None = None, engine: str = 
 __all__ = [
     "connect", "Lake", "knn_join", "LakevecError", "InvalidArgumentError", "InvalidNameError", "ValidationError",
     "SchemaError", "StorageError", "CredentialsError", "TableNotFoundError", "TableExistsError", "NotALakeError",
-    "CommitConflictError", "EngineError", "__version__",
+    "CommitConflictError", "EngineError", "IndexError_", "CacheError", "__version__",
 ]

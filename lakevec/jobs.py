@@ -78,7 +78,8 @@ def _open_table(args, create: bool):
 def _run(engine: str, kind: str, args) -> dict:
     t0 = time.time()
     eng = _engine(engine, args)
-    summary: dict = {"job": f"{engine}_{kind}", "lake": args.lake, "table": args.table}
+    summary: dict = {"job": f"{engine}_{'build_index' if kind == 'build' else kind}", "lake": args.lake,
+                     "table": args.table}
     with eng:  # one Spark session / Ray connection for the whole job
         table = _open_table(args, create=(kind == "ingest"))
         if kind == "ingest":

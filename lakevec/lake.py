@@ -8,8 +8,8 @@ import lance
 import pyarrow as pa
 
 from .config import DATA_DIR, FORMAT_VERSION, LAKE_MARKER, METRICS, META_DIR, TABLE_NAME_PATTERN, CacheConfig
-from .errors import (InvalidArgumentError, InvalidNameError, NotALakeError, StorageError, TableExistsError,
-                     TableNotFoundError)
+from .errors import (InvalidArgumentError, InvalidNameError, LakevecError, NotALakeError, StorageError,
+                     TableExistsError, TableNotFoundError)
 from .ingest.validate import TableSpec
 from .metadata import TableFiles, TableMeta
 from .store.lance_io import open_dataset
@@ -124,30 +124,36 @@ class Lake:
         meta = TableMeta(name, dim, metric, id_type, time.time(), FORMAT_VERSION, metric == "cosine")
         schema = TableSpec(name, dim, metric, id_type, None).output_schema(pa.schema([]))
         data_uri = tloc.join(DATA_DIR)
-        for attempt in range(2):
-            try:
-                lance.write_dataset(schema.empty_table(), data_uri, schema=schema, mode="create",
-                                    storage_options=self.lance_options)
-                break
-            except Exception as e:
-                if "already exists" not in str(e).lower():
-                    raise wrap_io_error(e, f"creating table {name!r} at {data_uri}") from e
-                if attempt == 0 and self._is_empty_leftover(data_uri):
-                    # a create_table that died before writing table.json: nothing to keep
-                    self.store.delete_tree(tloc.uri)
-                    continue
+        try:
+            lance.write_dataset(schema.empty_table(), data_uri, schema=schema, mode="create",
+                                storage_options=self.lance_options)
+        except Exception as e:
+            if "already exists" not in str(e).lower():
+                raise wrap_io_error(e, f"creating table {name!r} at {data_uri}") from e
+            # The empty first version of a create_table that died before its table.json, or of a concurrent
+            # create_table of the same name: reuse it (same schema) or supersede it (other schema); never
+            # delete it, the other creator may be about to write its table.json.
+            existing = self._empty_first_version(data_uri)
+            if existing is None:
                 raise TableExistsError(f"table {name!r} has data at {data_uri} but no table metadata "
                                        f"({META_DIR}/table.json); drop_table({name!r}) removes it") from e
+            if not existing.schema.equals(schema):
+                try:
+                    lance.write_dataset(schema.empty_table(), data_uri, schema=schema, mode="overwrite",
+                                        storage_options=self.lance_options)
+                except Exception as e2:
+                    raise wrap_io_error(e2, f"creating table {name!r} at {data_uri}") from e2
         files.write_table_meta(meta)  # last: a table exists once its table.json does
         return Table(self, name, meta)
 
-    def _is_empty_leftover(self, data_uri: str) -> bool:
-        """True if ``data_uri`` holds only the empty first version a create_table writes."""
+    def _empty_first_version(self, data_uri: str):
+        """Return the dataset at ``data_uri`` if it holds only the empty first version a create_table
+        writes, else None."""
         try:
             ds = open_dataset(data_uri, self.lance_options)
-            return ds.version == 1 and ds.count_rows() == 0
-        except Exception:
-            return False
+        except LakevecError:
+            return None
+        return ds if ds.version == 1 and ds.count_rows() == 0 else None
 
     def open_table(self, name: str):
         """Return the table called ``name``."""

@@ -212,6 +212,36 @@ def test_create_table_that_died_before_its_metadata_can_be_retried(storage, monk
     t = lake.create_table("t", dim=4, metric="dot")  # and the name is usable again
     t.add(make_rows(3, dim=4))
     assert lake.open_table("t").meta.metric == "dot" and t.count_rows() == 3 and t.version == 2
+    # a leftover of another dimension is superseded, not reused
+    with monkeypatch.context() as m:
+        m.setattr(TableFiles, "write_table_meta", crash)
+        with pytest.raises(KeyboardInterrupt):
+            lake.create_table("u", dim=4)
+    u = lake.create_table("u", dim=6)
+    u.add(make_rows(3, dim=6))
+    assert u.schema.field("vector").type.list_size == 6 and u.count_rows() == 3
+
+
+def test_concurrent_create_of_the_same_table(storage, monkeypatch):
+    """Two creators race: the second finds the first's empty dataset and must neither fail nor delete it."""
+    from lakevec.metadata import TableFiles
+    lake = _connect(storage)
+    other = _connect(storage)
+    real = TableFiles.write_table_meta
+    state = {}
+
+    def write_meta_after_rival(self, meta):
+        if not state:
+            state["busy"] = True
+            state["rival"] = other.create_table("t", dim=4, exist_ok=True)  # runs in the window
+        return real(self, meta)
+
+    monkeypatch.setattr(TableFiles, "write_table_meta", write_meta_after_rival)
+    t = lake.create_table("t", dim=4, exist_ok=True)
+    monkeypatch.setattr(TableFiles, "write_table_meta", real)
+    state["rival"].add(make_rows(5, dim=4))
+    assert t.count_rows() == 5 and lake.table_names() == ["t"]
+    assert t.version == 2  # the rival reused the first version: nothing was overwritten
 
 
 def test_drop_table_removes_the_remains_of_a_failed_create(storage):
@@ -229,3 +259,19 @@ def test_drop_table_removes_the_remains_of_a_failed_create(storage):
     lake.drop_table("t")
     with pytest.raises(lakevec.TableNotFoundError):
         lake.drop_table("t")
+
+
+def test_local_metadata_files_follow_the_umask(tmp_path):
+    # lakevec's own objects must be readable by other users of a shared lake, like Lance's files
+    old = os.umask(0o022)
+    try:
+        lake = lakevec.connect(str(tmp_path / "lake"))
+        t = lake.create_table("t", dim=2)
+        t.add(make_rows(3, dim=2), idempotency_key="k")
+    finally:
+        os.umask(old)
+    root = tmp_path / "lake"
+    for p in (root / LAKE_MARKER, root / "t" / "_lakevec" / "table.json", root / "t" / "_lakevec" / "ingest" / "k.json"):
+        assert (p.stat().st_mode & 0o777) == 0o644, p
+    leftovers = [p for p in root.rglob(".tmp-*")]
+    assert not leftovers

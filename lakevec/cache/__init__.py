@@ -48,19 +48,51 @@ Accounting
     Hits, misses and bytes served from the cache go to the lake's ``IOCounters`` (per process; every
     search's ``stats["io"]`` carries its own delta), and per partition into the database (lifetime,
     all processes). ``stats()`` reports both with an estimated cost from ``CacheConfig.prices``
-    (``lakevec.config.PriceTable``: S3 Standard list prices by default).
+    (``lakevec.config.PriceTable``: S3 Standard list prices by default), overridden by the JSON in
+    ``$LAKEVEC_PRICES`` or by setting ``lake.cache.prices``.
 """
 from __future__ import annotations
 
 from .nvme import DisabledCache, NvmeCache
 
-__all__ = ["DisabledCache", "NvmeCache", "open_cache"]
+__all__ = ["DisabledCache", "NvmeCache", "open_cache", "prices_from_env"]
+
+
+PRICES_ENV = "LAKEVEC_PRICES"
+
+
+def prices_from_env(default=None):
+    """Return the PriceTable of ``$LAKEVEC_PRICES`` (JSON with PriceTable fields, e.g.
+    ``{"get_per_1000": 0.0004, "put_per_1000": 0.005}``; missing fields keep their defaults), or ``default``."""
+    import dataclasses
+    import json
+    import os
+
+    from ..config import PriceTable
+    from ..errors import InvalidArgumentError
+
+    raw = os.environ.get(PRICES_ENV)
+    if not raw:
+        return default
+    names = {f.name for f in dataclasses.fields(PriceTable)}
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict) or set(body) - names:
+            raise ValueError(f"expected a JSON object with keys among {sorted(names)}")
+        return PriceTable(**{k: float(v) for k, v in body.items()})
+    except (ValueError, TypeError) as e:
+        raise InvalidArgumentError(f"${PRICES_ENV} is not a valid price table: {e}") from None
 
 
 def open_cache(lake):
-    """Return the cache of ``lake``: an NvmeCache when it has a ``cache_dir``, else a DisabledCache."""
+    """Return the cache of ``lake``: an NvmeCache when it has a ``cache_dir``, else a DisabledCache.
+
+    Prices: ``lake.cache_config.prices``, overridden by ``$LAKEVEC_PRICES``; change them later with
+    ``lake.cache.prices = PriceTable(...)``.
+    """
     cfg = lake.cache_config
     counters = lake.store.counters
+    prices = prices_from_env(cfg.prices)
     if not cfg.cache_dir:
-        return DisabledCache(counters, cfg.prices, lake=lake)
-    return NvmeCache(cfg.cache_dir, int(cfg.cache_bytes), lake=lake, counters=counters, prices=cfg.prices)
+        return DisabledCache(counters, prices, lake=lake)
+    return NvmeCache(cfg.cache_dir, int(cfg.cache_bytes), lake=lake, counters=counters, prices=prices)

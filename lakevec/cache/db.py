@@ -111,15 +111,22 @@ class CacheDB:
                 pass
 
     @contextmanager
-    def txn(self, write: bool = True):
-        """Yield a connection inside one transaction (IMMEDIATE when writing); commit or roll back."""
+    def txn(self, write: bool = True, timeout: float | None = None):
+        """Yield a connection inside one transaction (IMMEDIATE when writing); commit or roll back.
+
+        ``timeout``: seconds to wait for another process's write transaction (default: the
+        connection's); sqlite3.OperationalError ("database is locked") when it does not end in time.
+        """
         with self._lock:
             for attempt in range(2):
                 conn = self._connect()
                 try:
+                    conn.execute(f"PRAGMA busy_timeout={int((self.timeout if timeout is None else timeout) * 1000)}")
                     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     break
-                except sqlite3.OperationalError:
+                except sqlite3.OperationalError as e:
+                    if "locked" in str(e) or "busy" in str(e):
+                        raise  # another process holds the write lock longer than we wait
                     # e.g. "attempt to write a readonly database" after the file was deleted: reconnect once
                     self.close()
                     if attempt:

@@ -14,7 +14,6 @@ import shutil
 import sqlite3
 import threading
 import time
-import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -40,6 +39,8 @@ BYPASS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO
 DISK_RESERVE = 64 << 20  # keep this much (at most 5% of the disk) free on the cache disk
 LOG_EVERY = 10.0  # seconds between two warnings about local problems
 WARM_THREADS = 16
+HIT_FLUSH_WAIT = 0.05  # seconds a read waits for the database to record hit statistics (else later)
+ADMIT_WAIT = 2.0  # seconds a miss waits for the database to admit its file (else it is not admitted)
 DEFAULT_BUDGET = CacheConfig.cache_bytes
 VERIFY_MODES = ("changed", "always")
 
@@ -365,7 +366,7 @@ class NvmeCache:
             self._pending_n += 1
             due = self._pending_n >= FLUSH_EVERY or time.monotonic() - self._pending_t0 > FLUSH_SECONDS
         if due:
-            self.flush()
+            self.flush(timeout=HIT_FLUSH_WAIT)
 
     def _take_pending(self) -> dict:
         with self._lock:
@@ -392,16 +393,34 @@ class NvmeCache:
         for unit, (acc, hits, nbytes, when) in pending.items():
             self._apply_access(c, unit, acc, hits, 0, nbytes, 0, when)
 
-    def flush(self) -> None:
+    def flush(self, timeout: float | None = None) -> None:
         """Write the buffered access statistics of this process to the database (never raises)."""
         pending = self._take_pending()
         if not pending:
             return
         try:
-            with self.db.txn() as c:
+            with self.db.txn(timeout=timeout) as c:
                 self._flush_into(c, pending)
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):  # busy: keep them for the next flush
+                self._restore_pending(pending)
+            else:
+                self._note_error(e)
         except (OSError, sqlite3.Error) as e:  # statistics are best effort
             self._note_error(e)
+
+    def _restore_pending(self, pending: dict) -> None:
+        with self._lock:
+            for unit, (acc, hits, nbytes, when) in pending.items():
+                p = self._pending.get(unit)
+                if p is None:
+                    self._pending[unit] = [acc, hits, nbytes, when]
+                else:
+                    p[0] += acc
+                    p[1] += hits
+                    p[2] += nbytes
+                    p[3] = max(p[3], when)
+                self._pending_n += acc
 
     def _admit_and_publish(self, key, unit, size, crc, tmp, path, *, force=False, protect=(), access=True,
                            miss=True):
@@ -413,50 +432,61 @@ class NvmeCache:
         now = time.time()
         pending = self._take_pending()
         victims_out = []
-        with self.db.txn() as c:
-            self._flush_into(c, pending)
-            if access:
-                lscore = self._apply_access(c, unit, 1, 0, 1 if miss else 0, 0, size if miss else 0, now)
-            else:
-                row = c.execute("SELECT lscore FROM parts WHERE tbl = ? AND part = ?", unit).fetchone()
-                lscore = row[0] if row else policy.NEVER
-            prow = c.execute("SELECT pinned FROM parts WHERE tbl = ? AND part = ?", unit).fetchone()
-            pinned = bool(prow and prow[0])
-            if c.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone():
-                return False, []  # another process published it meanwhile: use our copy once, as a temp file
-            if size > self.budget * self.max_object_fraction and not (force and size <= self.budget):
+        try:
+            with self.db.txn(timeout=None if force else ADMIT_WAIT) as c:
+                return self._admit_locked(c, pending, key, unit, size, crc, tmp, path, now, force, protect, access,
+                                          miss, victims_out)
+        except sqlite3.OperationalError as e:
+            if force or not ("locked" in str(e) or "busy" in str(e)):
+                raise
+            self._restore_pending(pending)
+            return False, []  # another process holds the database: skip admission this once
+
+    def _admit_locked(self, c, pending, key, unit, size, crc, tmp, path, now, force, protect, access, miss,
+                      victims_out):
+        self._flush_into(c, pending)
+        if access:
+            lscore = self._apply_access(c, unit, 1, 0, 1 if miss else 0, 0, size if miss else 0, now)
+        else:
+            row = c.execute("SELECT lscore FROM parts WHERE tbl = ? AND part = ?", unit).fetchone()
+            lscore = row[0] if row else policy.NEVER
+        prow = c.execute("SELECT pinned FROM parts WHERE tbl = ? AND part = ?", unit).fetchone()
+        pinned = bool(prow and prow[0])
+        if c.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone():
+            return False, []  # another process published it meanwhile: use our copy once, as a temp file
+        if size > self.budget * self.max_object_fraction and not (force and size <= self.budget):
+            self.db.bump(c, rejected=1)
+            return False, []
+        used = c.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+        need = used + size - self.budget
+        free, reserve = self._disk_free()
+        if free is not None:  # the budget may be larger than the disk: keep a reserve free
+            need = max(need, reserve - free)
+        if need > 0:
+            cur = c.execute(
+                "SELECT e.tbl, e.part, SUM(e.size), MAX(COALESCE(p.lscore, ?)) FROM entries e "
+                "LEFT JOIN parts p ON p.tbl = e.tbl AND p.part = e.part "
+                "WHERE COALESCE(p.pinned, 0) = 0 AND NOT (e.tbl = ? AND e.part = ?) "
+                "GROUP BY e.tbl, e.part ORDER BY MAX(COALESCE(p.lscore, ?)) ASC",
+                (policy.NEVER, unit[0], unit[1], policy.NEVER))
+            units = ((t, p, int(b), ls) for t, p, b, ls in cur if (t, p) not in protect)
+            victims, ok = policy.choose_victims(units, need, lscore, force or pinned)
+            if not ok:
                 self.db.bump(c, rejected=1)
                 return False, []
-            used = c.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
-            need = used + size - self.budget
-            free, reserve = self._disk_free()
-            if free is not None:  # the budget may be larger than the disk: keep a reserve free
-                need = max(need, reserve - free)
-            if need > 0:
-                cur = c.execute(
-                    "SELECT e.tbl, e.part, SUM(e.size), MAX(COALESCE(p.lscore, ?)) FROM entries e "
-                    "LEFT JOIN parts p ON p.tbl = e.tbl AND p.part = e.part "
-                    "WHERE COALESCE(p.pinned, 0) = 0 AND NOT (e.tbl = ? AND e.part = ?) "
-                    "GROUP BY e.tbl, e.part ORDER BY MAX(COALESCE(p.lscore, ?)) ASC",
-                    (policy.NEVER, unit[0], unit[1], policy.NEVER))
-                units = ((t, p, int(b), ls) for t, p, b, ls in cur if (t, p) not in protect)
-                victims, ok = policy.choose_victims(units, need, lscore, force or pinned)
-                if not ok:
-                    self.db.bump(c, rejected=1)
-                    return False, []
-                for vt, vp, _ in victims:
-                    victims_out += self._delete_unit(c, vt, vp)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.replace(tmp, path)
-            c.execute("INSERT INTO entries (key, file, size, crc, state, tbl, part, kind, admitted_at, owner) "
-                      "VALUES (?, ?, ?, ?, 1, ?, ?, 'data', ?, ?)",
-                      (key, object_relpath(key), size, crc, unit[0], unit[1], now, f"{os.getpid()}"))
-            self.db.bump(c, admitted=1)
-            try:
-                self._verified[path] = identity(os.stat(path))
-            except OSError:
-                pass
-            self._entries[key] = (size, crc)
+            for vt, vp, _ in victims:
+                victims_out += self._delete_unit(c, vt, vp)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.replace(tmp, path)
+        c.execute("INSERT INTO entries (key, file, size, crc, state, tbl, part, kind, admitted_at, owner) "
+                  "VALUES (?, ?, ?, ?, 1, ?, ?, 'data', ?, ?)",
+                  (key, object_relpath(key), size, crc, unit[0], unit[1], now, f"{os.getpid()}"))
+        self.db.bump(c, admitted=1)
+        try:
+            self._verified[path] = identity(os.stat(path))
+        except OSError:
+            pass
+        self._entries[key] = (size, crc)
         return True, victims_out
 
     def _delete_unit(self, c, tbl: str, part: int | None) -> list[tuple[str, int]]:

@@ -3,7 +3,8 @@
 The cache folder comes from --cache-dir or $LAKEVEC_CACHE_DIR. Its byte budget is --cache-bytes /
 $LAKEVEC_CACHE_BYTES, else the budget recorded by the last process that set one, else 8 GiB.
 ``stats`` and ``clear`` need no lake; ``warm``/``pin`` need the lake (--lake or $LAKEVEC_LAKE) and a
-table, ``evict``/``unpin`` need them only to name a table.
+table, ``evict``/``unpin`` need them only to name a table. Costs use S3 Standard list prices unless
+$LAKEVEC_PRICES holds a JSON price table, e.g. '{"get_per_1000": 0.0004, "put_per_1000": 0.005}'.
 """
 from __future__ import annotations
 
@@ -63,12 +64,12 @@ def _partitions(args):
 
 def open_cache_dir(args):
     """Return an NvmeCache for the folder named by the options (no lake), or raise UsageError."""
-    from ..cache import NvmeCache
+    from ..cache import NvmeCache, prices_from_env
 
     cache_dir, cache_bytes = common.cache_settings(args)
     if not cache_dir:
         raise common.UsageError(f"no cache folder given: pass --cache-dir DIR or set {common.ENV_CACHE_DIR}")
-    return NvmeCache(cache_dir, cache_bytes)
+    return NvmeCache(cache_dir, cache_bytes, prices=prices_from_env())
 
 
 def open_lake_with_cache(args):

@@ -227,6 +227,8 @@ class Progress:
         return f"{frame} {self.label}  {fmt_seconds(time.monotonic() - self._t0)}{tail}"
 
     def _write_live(self, text: str) -> None:
+        import shutil
+        text = text[:max(20, shutil.get_terminal_size((100, 20)).columns - 1)]  # a wrapped line cannot be redrawn
         with self._lock:
             pad = max(0, self._width - len(text))
             self.stream.write("\r" + text + " " * pad)

@@ -31,7 +31,9 @@ log = logging.getLogger("lakevec.engines")
 
 
 def task_id_of(task, index: int):
-    """Return the id a task is named by in messages: its ``task_id`` field, else its position."""
+    """Return the id a task is named by in messages: its ``task_id`` field (or key), else its position."""
+    if isinstance(task, dict):
+        return task.get("task_id", index)
     return getattr(task, "task_id", index)
 
 

@@ -1,4 +1,4 @@
-"""Fault injection for testing exactly-once behaviour under engine retries.
+"""Fault injection and small test tasks, for testing engines and exactly-once behaviour under retries.
 
 ``FailOnce(marker_dir, how="raise"|"exit", task_ids=None)`` is a task wrapper (``fn -> fn``) for the
 engines' ``task_wrapper`` option: the wrapped task runs completely (so it has written its fragment
@@ -47,7 +47,7 @@ class _FailingTask:
     spec: FailOnce
 
     def __call__(self, task):
-        tid = getattr(task, "task_id", None)
+        tid = task.get("task_id") if isinstance(task, dict) else getattr(task, "task_id", None)
         selected = self.spec.task_ids is None or tid in self.spec.task_ids
         marker = os.path.join(self.spec.marker_dir, f"failed-{tid}")
         if not self.spec.before:
@@ -60,3 +60,19 @@ class _FailingTask:
                 os._exit(17)
             raise RuntimeError(f"injected failure of task {tid} (first attempt)")
         return self.fn(task) if self.spec.before else result
+
+
+def echo_task(task: dict):
+    """A test task: sleep ``task["sleep"]`` seconds, then return ``task["value"]`` (and the worker's pid)."""
+    import time
+    time.sleep(float(task.get("sleep", 0)))
+    return task["value"], os.getpid()
+
+
+def raising_task(task: dict):
+    """A test task: raise ``task["error"]`` (an exception class from ``lakevec.errors`` or builtins)."""
+    import builtins
+
+    from .. import errors
+    cls = getattr(errors, task["error"], None) or getattr(builtins, task["error"])
+    raise cls(task.get("message", f"task {task.get('task_id')} failed on purpose"))

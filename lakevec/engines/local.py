@@ -14,12 +14,13 @@ class LocalEngine:
 
     def map(self, fn, tasks, name: str = "job"):
         """Return ``[fn(t) for t in tasks]``, wrapping non-lakevec failures in EngineError."""
+        from .base import task_id_of
         out = []
-        for t in tasks:
+        for i, t in enumerate(tasks):
             try:
                 out.append(fn(t))
             except LakevecError:
                 raise
             except Exception as e:
-                raise EngineError(f"{name}: task {getattr(t, 'task_id', '?')} failed: {e}") from e
+                raise EngineError(f"{name}: task {task_id_of(t, i)} failed: {e}") from e
         return out

@@ -2,8 +2,11 @@
 
 Accepted: pyarrow Table / RecordBatch / RecordBatchReader, pandas DataFrame, a dict of columns
 (``{"id": ..., "vector": 2-D array, ...}``), or Parquet sources: a path, a glob, a folder, or a list
-of them, on local disk or ``s3://``. Parquet is read row group by row group; a failed read resumes
-at the row group it failed on (the iteration is retried, not only the open).
+of them, on local disk or ``s3://``. A folder means its ``*.parquet`` files at any depth, except
+hidden ones (a path component starting with ``_`` or ``.``, as Spark and Hadoop write them); in a
+glob, ``*`` and ``?`` stay within one path segment and ``**`` spans segments, on S3 as locally.
+Parquet is read row group by row group; a failed read resumes at the row group it failed on (the
+iteration is retried, not only the open).
 """
 from __future__ import annotations
 
@@ -88,12 +91,13 @@ def _expand_one(item: str, storage_options: dict | None) -> list[FileSource]:
             FileSource("s3://" + i.path, int(i.size), int(i.mtime_ns or 0))
             for i in infos
             if i.type == pafs.FileType.File
-            and (pat.fullmatch(i.path) if pat else i.path.endswith(".parquet"))
+            and (pat.fullmatch(i.path) if pat else i.path.endswith(".parquet") and not _hidden(i.path, path))
         ]
         return _with_etags(store, sorted(res, key=lambda s: s.uri))
     path = os.path.abspath(os.path.expanduser(item[7:] if item.startswith("file://") else item))
     if os.path.isdir(path):
-        paths = sorted(_glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+        paths = sorted(p for p in _glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True)
+                       if not _hidden(p, path))
     elif any(c in path for c in "*?["):
         paths = sorted(p for p in _glob.glob(path, recursive=True) if os.path.isfile(p))
     elif os.path.isfile(path):
@@ -101,6 +105,13 @@ def _expand_one(item: str, storage_options: dict | None) -> list[FileSource]:
     else:
         raise StorageError(f"Parquet source not found: {item}")
     return [FileSource(p, os.path.getsize(p), os.stat(p).st_mtime_ns) for p in paths]
+
+
+def _hidden(path: str, folder: str) -> bool:
+    """True if a file found below ``folder`` is hidden by the Hadoop/Spark convention: a path component
+    starting with '_' or '.' (``_temporary/`` of a running Spark job, ``.part-0.parquet.crc``...)."""
+    rel = path[len(folder):].strip("/")
+    return any(part.startswith(("_", ".")) for part in rel.split("/"))
 
 
 def _with_etags(store: ObjectStore, sources: list[FileSource]) -> list[FileSource]:

@@ -5,6 +5,11 @@ modification times/ETags). Before its commit the driver writes ``_lakevec/ingest
 (state "pending", with its data files); after the commit it records the version. A re-run finds
 the record and commits nothing; a pending record whose files reached a committed version (the
 driver died between commit and record update) is recognised the same way.
+
+Parquet sources are also idempotent per file: after the commit, every source file gets a record
+``_lakevec/ingest/files/<hash of path, size, ETag/mtime>.json``, and the next ingestion leaves out
+the files that have one (one LIST). Re-running a growing folder therefore ingests only its new files;
+when no file is new, nothing is committed (``skipped``).
 """
 from __future__ import annotations
 
@@ -39,11 +44,13 @@ class AddResult:
     problems: list = field(default_factory=list)  # first bad rows: (source, row, column, reason)
     seconds: float = 0.0
     bytes_written: int = 0
+    files_skipped: int = 0  # Parquet source files left out because an earlier ingestion committed them
 
     def to_dict(self) -> dict:
         return {"rows_added": self.rows_added, "rows_rejected": self.rows_rejected, "version": self.version,
                 "key": self.key, "skipped": self.skipped, "problems": self.problems[:20],
-                "seconds": round(self.seconds, 3), "bytes_written": self.bytes_written}
+                "seconds": round(self.seconds, 3), "bytes_written": self.bytes_written,
+                "files_skipped": self.files_skipped}
 
 
 def table_spec(table, ds: lance.LanceDataset) -> TableSpec:
@@ -73,12 +80,21 @@ def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
         raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
                                    f"table {table.name!r})")
     files = resolve_files(data, table.lake.storage_options) if is_path_input(data) else None
+    old_files: list = []
+    if files is not None:
+        files, old_files = new_sources(table, files)
+        if not files:  # every file was committed by earlier ingestions
+            return AddResult(0, 0, table._open_latest().version, idempotency_key or sources_key(old_files),
+                             skipped=True, seconds=time.time() - t0, files_skipped=len(old_files))
     key = idempotency_key or (sources_key(files) if files else None)
     ds = table._open_latest()
     if key is not None:
         done = already_ingested(table, key)
         if done is not None:
-            return AddResult(0, 0, ds.version, key, skipped=True, seconds=time.time() - t0)
+            if files:
+                record_sources(table, files, key, done)  # the run that committed them died before this
+            return AddResult(0, 0, ds.version, key, skipped=True, seconds=time.time() - t0,
+                             files_skipped=len(files or []) + len(old_files))
     read_version = ds.version
     spec = table_spec(table, ds)
     snap = table._snapshot_of(ds)
@@ -138,18 +154,21 @@ def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
     if written.rows:
         try:
             version = commit_written(table, written, read_version, mode, snap, key,
-                                     new_schema=sink.schema if mode == "overwrite" else None)
+                                     new_schema=sink.schema if mode == "overwrite" else None, sources=files)
         except BaseException:
             delete_written(table.store, table.data_uri, written)
             raise
     elif key is not None:
+        if files:
+            record_sources(table, files, key, read_version)
         _write_record(table, key, {"state": "committed", "version": read_version, "rows": 0,
                                    "files": [], "read_version": read_version})
     if rejects:
         write_rejects(table, key, rejects)
     table._invalidate()
     return AddResult(written.rows, rejected, version, key, False,
-                     [list(p) for p in problems[:MAX_REPORTED_PROBLEMS * 4]], time.time() - t0, written.bytes)
+                     [list(p) for p in problems[:MAX_REPORTED_PROBLEMS * 4]], time.time() - t0, written.bytes,
+                     len(old_files))
 
 
 def _open_sink(table, spec: TableSpec, first: pa.RecordBatch, snap):
@@ -171,8 +190,9 @@ def _file_batches(src: FileSource, storage_options, id_column, vector_column):
 
 
 def commit_written(table, written: WrittenFiles, read_version: int, mode: str, snap, key: str | None,
-                   new_schema: pa.Schema | None = None) -> int:
-    """Commit fragments written by tasks as one new version; record the key; return the version."""
+                   new_schema: pa.Schema | None = None, sources: list[FileSource] | None = None) -> int:
+    """Commit fragments written by tasks as one new version; record the key (and the Parquet ``sources``,
+    see ``new_sources``); return the version."""
     files = sorted(written.partitions)
     if key is not None:
         _write_record(table, key, {"state": "pending", "read_version": read_version, "files": files[:10000]})
@@ -191,6 +211,8 @@ def commit_written(table, written: WrittenFiles, read_version: int, mode: str, s
     else:
         op = lance.LanceOperation.Append(written.fragments)
     ds = commit(table.data_uri, op, read_version, table.lake.lance_options, f"committing rows to table {table.name!r}")
+    if sources:
+        record_sources(table, sources, key, ds.version)
     if key is not None:
         _write_record(table, key, {"state": "committed", "version": ds.version, "read_version": read_version,
                                    "rows": written.rows, "files": files[:10000], "committed_at": time.time()})
@@ -219,6 +241,43 @@ def already_ingested(table, key: str) -> int | None:
             _write_record(table, key, {**rec, "state": "committed", "version": v})
             return v
     return None
+
+
+SOURCES_DIR = "files"  # under _lakevec/ingest/: one record per committed Parquet source file
+
+
+def _source_record_name(src: FileSource) -> str:
+    import hashlib
+    return hashlib.sha256(src.identity().encode()).hexdigest()[:40] + ".json"
+
+
+def new_sources(table, files: list[FileSource]) -> tuple[list[FileSource], list[FileSource]]:
+    """Split ``files`` into (not yet ingested, committed by an earlier ingestion), with one LIST."""
+    from ..config import META_DIR
+    done = set(table.store.list_names(table.loc.join(META_DIR, "ingest", SOURCES_DIR)))
+    new = [f for f in files if _source_record_name(f) not in done]
+    old = [f for f in files if _source_record_name(f) in done]
+    return new, old
+
+
+def record_sources(table, files: list[FileSource], key: str | None, version: int) -> None:
+    """Record that ``files`` were committed at ``version`` (by ingestion ``key``); PUTs run in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..config import META_DIR
+    now = time.time()
+
+    def put(f: FileSource) -> None:
+        table.store.write_json(table.loc.join(META_DIR, "ingest", SOURCES_DIR, _source_record_name(f)),
+                               {"uri": f.uri, "identity": f.identity(), "key": key, "version": version,
+                                "committed_at": now})
+
+    if len(files) <= 1 or table.store.loc.is_local:
+        for f in files:
+            put(f)
+        return
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        list(pool.map(put, files))
 
 
 def _write_record(table, key: str, rec: dict) -> None:

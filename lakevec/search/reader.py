@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import ID_COLUMN, VECTOR_COLUMN
-from ..errors import LakevecError, StorageError
+from ..errors import StorageError
 from ..snapshot import FragmentInfo
 from ..store.lance_io import drain_io_stats
 from ..store.objects import ObjectStore, wrap_io_error

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import lance
 
-from ..errors import CommitConflictError, LakevecError
+from ..errors import CommitConflictError, CredentialsError, InvalidArgumentError, LakevecError, StorageError
 from .accounting import IOCounters
 from .objects import wrap_io_error
 
@@ -14,11 +14,18 @@ def open_dataset(uri: str, storage_options: dict | None, version: int | None = N
     try:
         return lance.dataset(uri, version=version, storage_options=storage_options)
     except Exception as e:
+        err = wrap_io_error(e, f"opening {what or uri}")
         text = str(e)
-        if version is not None and ("not found" in text.lower() or "version" in text.lower()):
-            from ..errors import InvalidArgumentError
-            raise InvalidArgumentError(f"{what or uri}: version {version} does not exist ({text.splitlines()[0][:200]})") from e
-        raise wrap_io_error(e, f"opening {what or uri}") from e
+        low = text.lower()
+        # a store that is unreachable or refuses us says so, whatever the path (which contains "_versions")
+        if isinstance(err, CredentialsError) or "unreachable" in str(err) or "bucket does not exist" in str(err):
+            raise err from e
+        if version is not None and (f"_versions/{version}.manifest" in text or "version" in low
+                                    and "not found" in low and "manifest" in low):
+            raise InvalidArgumentError(f"{what or uri}: version {version} does not exist") from e
+        if "not found" in low:
+            raise StorageError(f"{what or uri}: no Lance dataset at {uri} (not found)") from e
+        raise err from e
 
 
 def commit(uri: str, operation, read_version: int, storage_options: dict | None, what: str,

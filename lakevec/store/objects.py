@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 
 import pyarrow.fs as pafs
@@ -172,10 +171,20 @@ class ObjectStore:
         try:
             if self.loc.is_local:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
+                # not mkstemp: its files are 0600, unreadable by the other users of a shared lake; 0666
+                # minus the umask, like every other file of the lake (Lance's too)
+                tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                    os.replace(tmp, path)
+                except BaseException:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                    raise
             else:
                 with self.fs.open_output_stream(path) as f:
                     f.write(data)

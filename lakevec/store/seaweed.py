@@ -50,7 +50,10 @@ __all__ = ["EmbeddedS3", "find_weed"]
 
 REGION = "us-east-1"
 START_TIMEOUT = 60.0  # seconds until S3 must answer
-STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when the data folder is kept
+# A throw-away data folder needs no clean shutdown; weed's volume server sometimes waits on idle
+# keep-alive connections for the whole grace period, so kill it sooner.
+STOP_GRACE_TEMP = 1.5
 _GRPC_OFFSET = 10000  # weed's convention: gRPC port = HTTP port + 10000
 _SERVICES = ("master", "volume", "filer", "s3", "admin")
 _TMP_PREFIX = "lakevec-s3-"
@@ -404,7 +407,7 @@ class EmbeddedS3:
         if proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)  # graceful: weed flushes and removes most sockets
-                proc.wait(STOP_GRACE)
+                proc.wait(STOP_GRACE if self._given_workdir is not None else STOP_GRACE_TEMP)
             except ProcessLookupError:
                 pass
             except subprocess.TimeoutExpired:

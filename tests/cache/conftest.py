@@ -54,12 +54,3 @@ def s3_table(s3_server) -> S3Table:
     pbytes = {p: sum(f.file_size for f in frs) for p, frs in snap.by_partition.items()}
     return S3Table(uri, dict(s3_server.storage_options), "vecs", queries, expected, sum(pbytes.values()), pbytes)
 
-
-def same_results(a, b) -> bool:
-    """True if two search results have the same ids per (query, rank) and distances within 1e-4."""
-    if a.num_rows != b.num_rows:
-        return False
-    for c in ("query_index", "rank", "id"):
-        if not np.array_equal(a.column(c).to_numpy(), b.column(c).to_numpy()):
-            return False
-    return np.allclose(a.column("distance").to_numpy(), b.column("distance").to_numpy(), rtol=1e-4, atol=2e-3)

@@ -126,6 +126,29 @@ def test_a_large_scan_does_not_flush_the_hot_set(s3_table, tmp_path):
     assert t.last_search_stats["io"]["gets"] == 0
 
 
+def test_a_partition_that_keeps_coming_back_is_promoted(s3_table, tmp_path):
+    lake, t = s3_table.connect(tmp_path / "c", 1 << 30)
+    model = t.snapshot().model
+    probes = [set(model.probe(q[None, :], 1)[0].tolist()) for q in s3_table.queries]
+    a, b = next((i, j) for i in range(len(probes)) for j in range(len(probes)) if not probes[i] & probes[j])
+    pa_, pb = probes[a].pop(), probes[b].pop()
+    # room for the larger of the two partitions only (and no cap on one object's share of the budget)
+    lake.cache.budget = max(s3_table.partition_bytes[pa_], s3_table.partition_bytes[pb]) + 100
+    lake.cache.max_object_fraction = 1.0
+    qa, qb = s3_table.queries[a:a + 1], s3_table.queries[b:b + 1]
+    for _ in range(2):
+        t.search(qa, k=5, nprobe=1)
+    assert set(lake.cache.cached_by_partition(t.loc.uri)) == {pa_}
+    t.search(qb, k=5, nprobe=1)  # first visit: colder than pa_, not admitted
+    assert set(lake.cache.cached_by_partition(t.loc.uri)) == {pa_}
+    assert lake.cache.stats()["lifetime"]["rejected"] == 1
+    for _ in range(2):  # it keeps coming back: now hotter than pa_, promoted, pa_ demoted
+        t.search(qb, k=5, nprobe=1)
+    assert set(lake.cache.cached_by_partition(t.loc.uri)) == {pb}
+    t.search(qb, k=5, nprobe=1)
+    assert t.last_search_stats["io"]["gets"] == 0
+
+
 def test_warm_pin_evict_clear(s3_table, tmp_path):
     lake, t = s3_table.connect(tmp_path / "c", int(s3_table.data_bytes * 0.5))
     probes = sorted(set(t.snapshot().model.probe(s3_table.queries[:3], NPROBE).ravel().tolist()))
@@ -312,6 +335,7 @@ def test_two_processes_share_one_cache(s3_table, tmp_path):
     st = cache.stats()
     assert st["used_bytes"] <= budget
     assert st["lifetime"]["hits"] == sum(o["cache_hits"] for o in outs)
+    assert st["lifetime"]["evicted_files"] > 0  # the processes displaced each other's partitions
     with cache.db.read() as c:  # every recorded file is whole and matches its checksum
         for rel, size, crc in c.execute("SELECT file, size, crc FROM entries"):
             from lakevec.cache.files import crc_of_file

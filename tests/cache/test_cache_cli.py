@@ -25,7 +25,7 @@ def cli(s3_server, s3_table, tmp_path, monkeypatch, capsys):
     return run
 
 
-def test_cache_commands(cli, s3_table):
+def test_cache_commands(cli, s3_table, monkeypatch):
     st = cli("cache", "stats", "--cache-bytes", "300K")
     assert st["enabled"] and st["files"] == 0 and st["budget_bytes"] == 300 << 10
     w = cli("cache", "warm", "vecs", "--partitions", "0,1", "--partitions", "2")
@@ -44,6 +44,13 @@ def test_cache_commands(cli, s3_table):
     assert cli("cache", "unpin")["partitions"] == 1
     ev = cli("cache", "evict", "vecs", "--partitions", "0")
     assert ev["files"] == 1 and ev["bytes"] == s3_table.partition_bytes[0]
+    monkeypatch.setenv("LAKEVEC_PRICES", '{"get_per_1000": 1000}')  # $1 per GET
+    ts = cli("stats", "vecs")
+    assert ts["estimated_cost_usd"] == pytest.approx(ts["counters"]["gets"] * 1.0, abs=0.01) and ts["counters"]["gets"] > 0
+    assert cli("cache", "stats")["prices"]["get_per_1000"] == 1000
+    monkeypatch.setenv("LAKEVEC_PRICES", '{"gets": 1}')
+    assert cli("cache", "stats", code=1)["error"]["type"] == "InvalidArgumentError"
+    monkeypatch.delenv("LAKEVEC_PRICES")
     cl = cli("cache", "clear")
     assert cl["files"] == 3 and cli("cache", "stats")["files"] == 0
 

@@ -152,6 +152,14 @@ def test_rebuild_replaces_the_index(lake):
     seen, snap = _assert_pure(t)
     assert sorted(seen) == list(range(6)) and sum(seen.values()) == 1300
     assert sum(meta2.partition_sizes) == 1300
+    # the version the first index built still reads through that index, exactly with all its partitions
+    old = t.checkout(meta1.data_version)
+    assert old.index_info()["index_id"] == meta1.index_id and old.count_rows() == 1200
+    q = np.random.default_rng(5).standard_normal((3, DIM)).astype(np.float32) * 10
+    idx, dist = brute_force(d["vector"], q, 10, "l2")
+    ids, _ = result_matrix(old.search(q, k=10, nprobe=4), 3, 10)
+    assert np.array_equal(ids, d["id"][idx])
+    _assert_pure(old)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "dot"])

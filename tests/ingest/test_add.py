@@ -294,3 +294,35 @@ def test_cosine_normalisation_of_extreme_magnitudes(lake):
     _, stored, _ = table_vectors(t)
     np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(stored[0], np.full(DIM, 1 / np.sqrt(DIM)), rtol=1e-5)
+
+
+def test_folder_skips_hidden_files_like_spark_output(storage, lake, tmp_path):
+    root = source_root(storage, tmp_path)
+    write_parquet(storage, root, "part-00000.snappy.parquet", arrow_rows(6, DIM, 0))
+    write_parquet(storage, root, "day=2/part-00001.parquet", arrow_rows(4, DIM, 6, seed=1))
+    write_parquet(storage, root, "_temporary/0/part-00002.parquet", arrow_rows(3, DIM, 100, seed=2))
+    write_parquet(storage, root, ".part-00000.parquet", arrow_rows(3, DIM, 200, seed=3))
+    write_parquet(storage, root, "_SUCCESS.parquet", arrow_rows(3, DIM, 300, seed=4))
+    t = lake.create_table("t", dim=DIM)
+    assert t.add(root).rows_added == 10
+    assert sorted(t.to_arrow(columns=["id"]).column("id").to_pylist()) == list(range(10))
+
+
+def test_transient_read_error_resumes_at_the_failed_row_group(storage, lake, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+    root = source_root(storage, tmp_path)
+    path = write_parquet(storage, root, "big.parquet", arrow_rows(40, DIM), row_group_size=10)
+    real = pq.ParquetFile.read_row_group
+    calls = []
+
+    def flaky(self, i, *a, **kw):
+        calls.append(i)
+        if calls.count(2) == 1 and i == 2:
+            raise OSError("injected: connection reset by peer")
+        return real(self, i, *a, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", flaky)
+    t = lake.create_table("t", dim=DIM)
+    r = t.add(path)
+    assert r.rows_added == 40 and calls == [0, 1, 2, 2, 3]
+    _check_contents(t, make_rows(40))

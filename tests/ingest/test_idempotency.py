@@ -88,15 +88,38 @@ def test_pending_record_whose_commit_happened_is_recognised(storage, lake, tmp_p
     r1 = t.add(paths)
     committed = t.version
     rec = t.files.read_ingest_record(r1.key)
-    # the driver died after the Lance commit, before it marked the record committed
+    # the driver died after the Lance commit, before it recorded the source files and marked the record
     t.files.write_ingest_record(r1.key, {"key": r1.key, "state": "pending", "read_version": read_version,
                                          "files": rec["files"]})
+    sources_dir = t.loc.join(META_DIR, "ingest", "files")
+    assert len(t.store.list_names(sources_dir)) == 2
+    t.store.delete_tree(sources_dir)
     t.add(make_rows(2, DIM, start=2000))  # another writer committed meanwhile
     v = t.version
     r2 = t.add(paths)
     assert r2.skipped and t.version == v and t.count_rows() == 4 + 30 + 2
     rec = t.files.read_ingest_record(r1.key)
     assert rec["state"] == "committed" and rec["version"] == committed
+    assert len([n for n in t.store.list_names(sources_dir) if n.endswith(".json")]) == 2  # recorded again
+
+
+def test_growing_folder_ingests_only_new_files(storage, lake, tmp_path):
+    root, paths = _sources(storage, tmp_path, n=2)
+    t = lake.create_table("t", dim=DIM)
+    r1 = t.add(root)
+    assert r1.rows_added == 30 and r1.files_skipped == 0
+    # the next night: one more file in the folder; the old ones are not ingested again
+    write_parquet(storage, root, "part-2.parquet", arrow_rows(15, DIM, 30, seed=2))
+    r2 = t.add(root)
+    assert (r2.rows_added, r2.files_skipped, r2.skipped) == (15, 2, False)
+    assert t.count_rows() == 45 and t.version == r1.version + 1
+    r3 = t.add(root)
+    assert r3.skipped and r3.files_skipped == 3 and t.version == r2.version
+    # a file already committed is left out of an explicit-key batch too
+    write_parquet(storage, root, "part-3.parquet", arrow_rows(5, DIM, 45, seed=3))
+    r4 = t.add(root, idempotency_key="run-4")
+    assert (r4.rows_added, r4.files_skipped, r4.key) == (5, 3, "run-4")
+    assert sorted(t.to_arrow(columns=["id"]).column("id").to_pylist()) == list(range(50))
 
 
 def test_pending_record_without_commit_is_retried(storage, lake, tmp_path):

@@ -1,0 +1,254 @@
+"""Distributed ingestion (Table.add(paths, engine="ray"|"spark")): same rows and errors as the local engine,
+idempotent re-runs, no duplicates under task retries, nothing committed by a job killed before its commit."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from core_helpers import TableState, data_files, source_root, table_vectors, write_parquet
+
+import lakevec
+from lakevec.config import META_DIR
+from lakevec.engines.faults import FailOnce
+from lakevec.index.ivf import IvfModel
+
+DIM = 16
+TASK_BYTES = 100_000  # ~1 small file per task, the big file cut into row-group slices: ~7 tasks
+
+
+def _rows(start: int, n: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    ids = np.arange(start, start + n, dtype=np.int64)
+    return {"id": ids, "vector": rng.standard_normal((n, DIM)).astype(np.float32), "tag": ids % 7}
+
+
+def _arrow(d: dict) -> pa.Table:
+    return pa.table({"id": pa.array(d["id"]),
+                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(d["vector"].ravel()), DIM),
+                     "tag": pa.array(d["tag"])})
+
+
+def make_sources(storage, tmp_path, edit=None) -> tuple[str, dict]:
+    """Three files of 1200 rows and one of 3600 (row groups of 400 rows); ``edit(name, dict)`` may spoil rows.
+
+    Returns (source folder, all rows as one dict)."""
+    root = source_root(storage, tmp_path)
+    parts = [("a.parquet", 0, 1200), ("b.parquet", 1200, 1200), ("c.parquet", 2400, 1200), ("d.parquet", 3600, 3600)]
+    allrows = []
+    for i, (name, start, n) in enumerate(parts):
+        d = _rows(start, n, seed=i)
+        if edit is not None:
+            d = edit(name, d) or d
+        write_parquet(storage, root, name, _arrow(d), row_group_size=400)
+        allrows.append(d)
+    merged = {k: np.concatenate([d[k] for d in allrows]) for k in allrows[0]}
+    return root, merged
+
+
+def _same_rows(a, b):
+    ia, va, ta = table_vectors(a)
+    ib, vb, tb = table_vectors(b)
+    assert ia.tolist() == ib.tolist()
+    np.testing.assert_array_equal(va, vb)
+    assert ta.column("tag").to_pylist() == tb.column("tag").to_pylist()
+
+
+def test_same_rows_as_local_and_rerun_adds_nothing(engine, storage, lake, tmp_path, small_tasks):
+    src, rows = make_sources(storage, tmp_path)
+    ref = lake.create_table("ref", dim=DIM)
+    r_ref = ref.add(src)
+    t = lake.create_table("t", dim=DIM)
+    with small_tasks(engine, TASK_BYTES):
+        r = t.add(src, engine=engine)
+    assert (r.rows_added, r.rows_rejected) == (len(rows["id"]), 0) == (r_ref.rows_added, 0)
+    assert r.key == r_ref.key and r.key.startswith("src-")  # the key is derived from the sources
+    assert r.version == t.version
+    _same_rows(t, ref)
+    if engine != "local":  # the work was split: every task wrote its own fragment(s)
+        assert len(t.snapshot().fragments) >= 5
+    # a re-run of the same sources commits nothing
+    v = t.version
+    with small_tasks(engine, TASK_BYTES):
+        again = t.add(src, engine=engine)
+    assert again.skipped and again.rows_added == 0
+    assert t.version == v and t.count_rows() == len(rows["id"])
+
+
+def test_explicit_idempotency_key(dist_engine, local_lake, tmp_path, small_tasks):
+    from core_helpers import write_parquet as wp
+    from conftest import Storage
+    lake = local_lake
+    st = Storage("local", lake.uri, None)
+    src, rows = make_sources(st, tmp_path)
+    t = lake.create_table("t", dim=DIM)
+    with small_tasks(dist_engine, TASK_BYTES):
+        r1 = t.add(src, engine=dist_engine, idempotency_key="nightly-2024-06-01")
+        wp(st, src, "e.parquet", _arrow(_rows(10_000, 10, seed=9)))  # the folder changed, the key did not
+        r2 = t.add(src, engine=dist_engine, idempotency_key="nightly-2024-06-01")
+    assert r1.rows_added == len(rows["id"]) and r2.skipped and r2.rows_added == 0
+    assert t.count_rows() == len(rows["id"])
+
+
+def test_append_to_indexed_table_writes_partition_pure_fragments(dist_engine, lake, tmp_path, small_tasks):
+    from conftest import Storage
+    t = lake.create_table("t", dim=DIM)
+    t.add(_rows(100_000, 2000, seed=42))
+    t.build_index(num_partitions=8)
+    src, rows = make_sources(Storage("local", lake.uri, None), tmp_path)
+    with small_tasks(dist_engine, TASK_BYTES):
+        r = t.add(src, engine=dist_engine)
+    assert r.rows_added == len(rows["id"])
+    snap = t.snapshot()
+    assert snap.index is not None and not snap.unassigned  # every new file has its sidecar entry
+    model = IvfModel(snap.model.centroids, "l2")
+    checked = 0
+    for f in snap.fragments:
+        tbl = snap.ds.get_fragment(f.fragment_id).to_table(columns=["vector", "_partition"])
+        parts = np.unique(tbl.column("_partition").to_numpy())
+        assert parts.tolist() == [f.partition]  # one partition per fragment
+        vec = np.stack(tbl.column("vector").to_numpy(zero_copy_only=False))
+        assert (model.assign(vec) == f.partition).all()  # and it is the rows' nearest centroid
+        checked += tbl.num_rows
+    assert checked == 2000 + len(rows["id"])
+
+
+def _nan_in_slice(name, d):
+    if name == "d.parquet":  # inside one slice of the big file (row 2010 of it)
+        d["vector"][2010, 3] = np.nan
+    if name == "b.parquet":
+        d["vector"][5] = np.inf
+
+
+def _cross_duplicates(name, d):
+    if name == "d.parquet":
+        d["id"][3000] = 100  # first seen in a.parquet (another task)
+        d["id"][3100] = 3700  # first seen earlier in d.parquet (another slice of the same file)
+    if name == "c.parquet":
+        d["id"][7] = d["id"][8]  # inside one task
+
+
+@pytest.mark.parametrize("edit", [_nan_in_slice, _cross_duplicates], ids=["nan", "duplicates"])
+@pytest.mark.parametrize("mode", ["raise", "skip", "quarantine"])
+def test_bad_rows_give_the_local_engine_result(dist_engine, local_lake, ref_lake, tmp_path, small_tasks, edit, mode):
+    from conftest import Storage
+    src, rows = make_sources(Storage("local", local_lake.uri, None), tmp_path, edit)
+    ref = ref_lake.create_table("t", dim=DIM)  # same table name: same messages
+    t = local_lake.create_table("t", dim=DIM)
+    for tab in (ref, t):
+        tab.add(_rows(50_000, 3, seed=5))
+    before = TableState(t)
+    local_err = dist_err = None
+    try:
+        r_ref = ref.add(src, on_bad_rows=mode)
+    except lakevec.ValidationError as e:
+        local_err = e
+    try:
+        with small_tasks(dist_engine, TASK_BYTES):
+            r = t.add(src, engine=dist_engine, on_bad_rows=mode)
+    except lakevec.ValidationError as e:
+        dist_err = e
+    if mode == "raise":
+        assert local_err is not None and dist_err is not None
+        assert str(dist_err) == str(local_err)  # same rows, same reasons, same wording
+        assert dist_err.problems == local_err.problems and dist_err.source == local_err.source
+        before.assert_unchanged(files=True)  # nothing committed, every written file deleted
+        return
+    assert local_err is None and dist_err is None
+    assert (r.rows_added, r.rows_rejected, r.problems) == (r_ref.rows_added, r_ref.rows_rejected, r_ref.problems)
+    assert r.rows_rejected > 0
+    _same_rows(t, ref)
+    if mode == "quarantine":
+        cols = ["source", "row", "id", "reason"]
+        assert t.rejects().select(cols).to_pylist() == ref.rejects().select(cols).to_pylist()
+
+
+def test_schema_drift_in_one_file_is_the_local_error(dist_engine, local_lake, ref_lake, tmp_path, small_tasks):
+    from conftest import Storage
+    st = Storage("local", local_lake.uri, None)
+    src, _ = make_sources(st, tmp_path)
+    drift = _arrow(_rows(20_000, 50, seed=3)).append_column("extra", pa.array(np.zeros(50)))
+    write_parquet(st, src, "b2.parquet", drift)
+    ref = ref_lake.create_table("t", dim=DIM)
+    t = local_lake.create_table("t", dim=DIM)
+    with pytest.raises(lakevec.SchemaError) as local:
+        ref.add(src, on_bad_rows="skip")
+    before = TableState(t)
+    with small_tasks(dist_engine, TASK_BYTES):
+        with pytest.raises(lakevec.SchemaError) as dist:
+            t.add(src, engine=dist_engine, on_bad_rows="skip")
+    assert str(dist.value) == str(local.value) and "b2.parquet" in str(dist.value)
+    before.assert_unchanged(files=True)
+
+
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_retried_tasks_do_not_duplicate_rows(dist_engine, storage, lake, tmp_path, small_tasks, how):
+    src, rows = make_sources(storage, tmp_path)
+    t = lake.create_table("t", dim=DIM)
+    fo = FailOnce(str(tmp_path / "markers"), how=how)
+    with small_tasks(dist_engine, TASK_BYTES, task_wrapper=fo):
+        r = t.add(src, engine=dist_engine)
+    assert len(fo.attempts()) >= 5  # every task failed once, after writing its fragments
+    ids = t.to_arrow(columns=["id"]).column("id").to_numpy()
+    assert r.rows_added == len(ids) == len(np.unique(ids)) == len(rows["id"])
+    # the failed attempts' files are orphans: vacuum removes them, the data stays
+    files = data_files(t)
+    committed = {fr.metadata.files[0].path for fr in t.snapshot().ds.get_fragments()}
+    assert files - committed  # orphans exist
+    out = t.vacuum(older_than=0)
+    assert out["data_files_removed"] >= len(files - committed)
+    assert data_files(t) == committed
+    assert t.count_rows() == len(rows["id"])
+
+
+@pytest.mark.ray
+def test_job_killed_before_commit_leaves_table_unchanged_and_vacuum_cleans_up(ray_cluster, local_lake, tmp_path):
+    from conftest import Storage
+    lake = local_lake
+    src, rows = make_sources(Storage("local", lake.uri, None), tmp_path)
+    t = lake.create_table("t", dim=DIM)
+    t.add(_rows(100_000, 1000, seed=1))
+    t.build_index(num_partitions=4)  # so that the dead job also leaves a partition-map sidecar
+    t.vacuum(older_than=0)  # only the current version's files remain
+    before = TableState(t)
+    partmaps = set(t.files.partmap_names())
+    # The driver dies (SIGKILL) right when it commits: tasks ran on the shared Ray, files are written.
+    code = textwrap.dedent(f"""
+        import os, signal
+        import lakevec, lakevec.ingest.job as job
+        from lakevec.engines import get_engine
+        def die(*a, **k):
+            os.kill(os.getpid(), signal.SIGKILL)
+        job.commit = die
+        t = lakevec.connect({lake.uri!r}).open_table("t")
+        t.add({src!r}, engine=get_engine("ray", task_bytes={TASK_BYTES}))
+    """)
+    env = dict(os.environ, RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    t = lake.open_table("t")
+    before.assert_unchanged(files=False)  # same version, same rows
+    orphans = data_files(t) - before.files
+    assert orphans  # the dead job's fragments are still there...
+    assert set(t.files.partmap_names()) - partmaps  # ...and its sidecar
+    from lakevec.ingest.convert import resolve_files, sources_key
+    key = sources_key(resolve_files(src))
+    assert t.files.read_ingest_record(key)["state"] == "pending"
+    out = t.vacuum(older_than=0)
+    assert data_files(t) == before.files  # vacuum removed exactly the orphans
+    assert set(t.files.partmap_names()) == partmaps and out["partmaps_removed"] == 1
+    assert t.files.read_ingest_record(key) is None and out["ingest_records_removed"] == 1
+    # the sources can now be ingested for real
+    r = t.add(src, engine="ray")
+    assert r.rows_added == len(rows["id"]) and t.count_rows() == before.rows + len(rows["id"])
+
+
+def test_in_memory_input_with_a_distributed_engine(dist_engine, local_lake):
+    t = local_lake.create_table("t", dim=DIM)
+    r = t.add(_rows(0, 100, seed=0), engine=dist_engine)  # already on the driver: validated there
+    assert r.rows_added == 100 and t.count_rows() == 100
