@@ -68,6 +68,10 @@ class Lake:
             if os.path.isdir(self.uri) and any(n for n in os.listdir(self.uri) if not n.startswith(".")):
                 raise NotALakeError(f"{self.uri} is a non-empty folder without {LAKE_MARKER}; "
                                     "refusing to turn it into a lake (use an empty or new folder)")
+        elif any(not i.base_name.startswith(".") for i in self.store.list(self.uri)):
+            # same rule as local folders: never adopt a prefix that already holds other data
+            raise NotALakeError(f"{self.uri} is a non-empty prefix without {LAKE_MARKER}; "
+                                "refusing to turn it into a lake (use an empty or new prefix)")
         self.store.write_json(marker, {"format_version": FORMAT_VERSION, "created_at": time.time(),
                                        "created_by": "lakevec"})
 

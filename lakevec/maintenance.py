@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 import lance
+import numpy as np
 
 from .config import MAX_ROWS_PER_FILE, META_DIR, UNASSIGNED
 from .errors import InvalidArgumentError, LakevecError, StorageError
@@ -272,8 +273,8 @@ def compact(table, target_rows: int | None = None, engine="local", task_bytes: i
     (default: the table's maximum rows per file).
     """
     t0 = time.time()
-    target_rows = int(target_rows or MAX_ROWS_PER_FILE)
-    if target_rows < 1:
+    target_rows = MAX_ROWS_PER_FILE if target_rows is None else target_rows
+    if isinstance(target_rows, bool) or not isinstance(target_rows, (int, np.integer)) or target_rows < 1:
         raise InvalidArgumentError(f"target_rows must be positive, got {target_rows}")
     ds = table._open_latest()
     snap = table._snapshot_of(ds)

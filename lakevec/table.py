@@ -10,7 +10,7 @@ from .config import DATA_DIR, META_DIR, PARTITION_COLUMN
 from .errors import InvalidArgumentError
 from .metadata import TableFiles, TableMeta
 from .snapshot import Snapshot, build_snapshot
-from .store.lance_io import open_dataset
+from .store.lance_io import drain_io_stats, open_dataset
 
 
 class Table:
@@ -32,7 +32,9 @@ class Table:
 
     # -- versions ----------------------------------------------------------------------------
     def _open_version(self, version: int | None) -> lance.LanceDataset:
-        return open_dataset(self.data_uri, self.lake.lance_options, version, what=f"table {self.name!r}")
+        ds = open_dataset(self.data_uri, self.lake.lance_options, version, what=f"table {self.name!r}")
+        drain_io_stats(ds, self.store.counters)  # the manifest reads count too
+        return ds
 
     def _open_latest(self) -> lance.LanceDataset:
         return self._open_version(None)
@@ -91,12 +93,10 @@ class Table:
     def count_rows(self, filter: str | None = None) -> int:
         """Return the number of rows (matching ``filter``, a SQL predicate, if given)."""
         ds = self._dataset()
-        if filter is None:
-            return ds.count_rows()
         try:
-            return ds.count_rows(filter=filter)
+            return ds.count_rows() if filter is None else ds.count_rows(filter=filter)
         except Exception as e:
-            raise InvalidArgumentError(f"invalid filter {filter!r}: {str(e).splitlines()[0][:300]}") from e
+            raise self._read_error(e, f"counting the rows of table {self.name!r}", filter) from e
 
     def to_arrow(self, columns=None, filter: str | None = None) -> pa.Table:
         """Return the table's rows as a pyarrow Table (small tables and notebooks)."""
@@ -104,7 +104,17 @@ class Table:
         try:
             return self._dataset().to_table(columns=cols, filter=filter)
         except Exception as e:
-            raise InvalidArgumentError(f"cannot read {cols} with filter {filter!r}: {str(e).splitlines()[0][:300]}") from e
+            raise self._read_error(e, f"reading columns {cols} of table {self.name!r}", filter) from e
+
+    @staticmethod
+    def _read_error(e: Exception, what: str, filter) -> Exception:
+        """A bad filter or column is the caller's error; anything else (a missing file, the store) is not."""
+        text = str(e)
+        if "invalid user input" in text.lower():
+            detail = text.split(", /")[0].replace("Invalid user input: ", "")[:300]  # no Rust source paths
+            return InvalidArgumentError(f"{what}: invalid filter {filter!r} or columns ({detail})")
+        from .store.objects import wrap_io_error
+        return wrap_io_error(e, what)
 
     def search(self, queries, k: int = 10, nprobe: int | None = None, filter: str | None = None, columns=None):
         """Return the ``k`` nearest rows of each query as a pyarrow Table.

@@ -177,3 +177,20 @@ def test_errors_from_a_stopped_store_are_lakevec_errors(tmp_path):
         t.checkout(1)
     assert "unreachable" in str(ei.value)
     assert time.monotonic() - t0 < 90
+
+
+def test_reading_a_table_with_a_missing_data_file_is_a_storage_error(tmp_path):
+    lake = lakevec.connect(str(tmp_path / "lake"))
+    t = lake.create_table("t", dim=4)
+    t.add(make_rows(3, dim=4))
+    data = os.path.join(t.data_uri, "data")
+    for name in os.listdir(data):
+        os.unlink(os.path.join(data, name))
+    with pytest.raises(lakevec.StorageError) as ei:  # not "invalid filter": the caller did nothing wrong
+        t.to_arrow()
+    assert "'t'" in str(ei.value)
+    with pytest.raises(lakevec.InvalidArgumentError) as ei:
+        lake.create_table("u", dim=4).to_arrow(filter="nope > 1")
+    assert "nope" in str(ei.value) and "/home/" not in str(ei.value)
+    with pytest.raises(lakevec.InvalidArgumentError, match="filter"):
+        lake.open_table("u").count_rows(filter="id = = 1")

@@ -428,7 +428,7 @@ def _key_dir(cache_dir, name: str, key: dict) -> Path:
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
     np.save(tmp, arr)
     os.replace(tmp, path)
 
@@ -448,12 +448,18 @@ def _ensure_parquet(d: Path, base_source, rows_per_file, progress=None) -> list[
     pdir = d / f"parquet-{rows_per_file or 'all'}"
     done = pdir / "_SUCCESS"
     if not done.exists():
-        if pdir.exists():
-            shutil.rmtree(pdir)
+        if pdir.exists():  # an interrupted earlier write
+            shutil.rmtree(pdir, ignore_errors=True)
+        tmp = d / f"{pdir.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
         if progress:
             progress(f"writing Parquet under {pdir}")
-        files = write_parquet(pdir, base_source(), rows_per_file=rows_per_file)
-        done.write_text(json.dumps([os.path.basename(f) for f in files]))
+        files = write_parquet(tmp, base_source(), rows_per_file=rows_per_file)
+        (tmp / "_SUCCESS").write_text(json.dumps([os.path.basename(f) for f in files]))
+        try:
+            os.rename(tmp, pdir)     # atomic; loses (harmlessly) to a concurrent writer that finished first
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     return [str(pdir / f) for f in json.loads(done.read_text())]
 
 
@@ -472,7 +478,7 @@ def clustered_dataset(n: int, n_queries: int = 1000, *, dim: int = 128, seed: in
     if not bpath.exists():
         if progress:
             progress(f"generating {n} x {dim} clustered vectors into {bpath}")
-        tmp = d / "base.tmp.npy"
+        tmp = d / f"base.tmp-{os.getpid()}.npy"
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
         pos = 0
         for c in iter_clustered(n, BLOCK_ROWS, dim=dim, seed=seed, **params):
@@ -516,8 +522,9 @@ def bigann10k_dataset(data_dir=None, *, cache_dir=None, parquet: bool = True, pr
 
 def load_dataset(spec: str, *, data_dir=None, cache_dir=None, n_queries: int | None = None,
                  progress=None, **kw) -> BenchDataset:
-    """By name: ``"sift10k"``, ``"bigann10k"``, ``"clustered-1m"`` / ``"clustered-100k"`` /
-    ``"clustered-<rows>"`` (suffix k/m allowed)."""
+    """By name: ``"sift10k"``, ``"bigann10k"`` (100 queries each), ``"clustered-1m"`` /
+    ``"clustered-100k"`` / ``"clustered-<rows>"`` (suffix k/m allowed; ``n_queries`` default 10,000; the
+    first m queries of a larger query set are the same vectors, but ground truth is cached per set)."""
     s = spec.lower()
     if s == "sift10k":
         return sift10k_dataset(data_dir, cache_dir=cache_dir, progress=progress)
@@ -527,7 +534,7 @@ def load_dataset(spec: str, *, data_dir=None, cache_dir=None, n_queries: int | N
         num = s.split("-", 1)[1]
         mult = {"k": 1000, "m": 1000000}.get(num[-1:], 1)
         n = int(float(num[:-1] if mult > 1 else num) * mult)
-        return clustered_dataset(n, n_queries or 1000, cache_dir=cache_dir, progress=progress, **kw)
+        return clustered_dataset(n, n_queries or 10000, cache_dir=cache_dir, progress=progress, **kw)
     raise ValueError(f"unknown dataset {spec!r}: use sift10k, bigann10k or clustered-<rows> (e.g. clustered-1m)")
 
 

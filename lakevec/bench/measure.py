@@ -4,7 +4,9 @@
   the kernel's high-water mark (``/proc/self/clear_refs`` <- 5, Linux; ignored elsewhere) and starts a thread
   sampling RSS with psutil every ``interval`` seconds. On exit: ``peak`` (bytes; the max of the samples and
   of the kernel's ``VmHWM`` when the reset worked, so short spikes between samples are not missed),
-  ``delta = peak - baseline``, ``end`` (RSS at exit), ``samples``, and ``as_dict()``.
+  ``delta = peak - baseline``, ``end`` (RSS at exit), ``samples``, and ``as_dict()``. Monitors may nest
+  (an inner one passes the high-water mark to the outer ones before resetting it). RSS is the whole
+  process: memory held by anything else in the process (other peers' indexes) is in the baseline.
 - ``Timer``: ``with Timer() as t: ...; t.seconds``.  ``time_call(fn, *a, **kw) -> (result, seconds)``.
 - ``summarize(samples) -> {"min", "median", "max", "n"}`` (None-safe: None values are ignored).
 - ``recall_at_k(found_ids, true_ids, k) -> float``: mean over queries of |found[:k] & true[:k]| / k
@@ -56,6 +58,9 @@ def _reset_hwm() -> bool:
         return False
 
 
+_ACTIVE: list = []  # PeakRSS monitors currently inside their block (nesting keeps outer peaks right)
+
+
 class PeakRSS:
     """Peak resident memory of this process while the block runs (see module docstring)."""
 
@@ -84,7 +89,12 @@ class PeakRSS:
     def __enter__(self) -> "PeakRSS":
         self.baseline = self._rss()
         self.peak = self.baseline
+        if _ACTIVE:  # nested: hand the high-water mark so far to the outer monitors before resetting it
+            hwm = _vm_hwm() or 0
+            for outer in _ACTIVE:
+                outer.peak = max(outer.peak, hwm)
         self.hwm_used = _reset_hwm()
+        _ACTIVE.append(self)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="PeakRSS", daemon=True)
         self._thread.start()
@@ -100,6 +110,10 @@ class PeakRSS:
             hwm = _vm_hwm()
             if hwm is not None:
                 self.peak = max(self.peak, hwm)
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+        for outer in _ACTIVE:
+            outer.peak = max(outer.peak, self.peak)
 
     @property
     def delta(self) -> int:

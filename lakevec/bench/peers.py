@@ -36,11 +36,12 @@ Harness:
   same for every peer) and queries/s is extrapolated (``"extrapolated": true``, ``n_measured``; recall is
   then over the sample). Batch peers time one call; their latency fields
   are batch time / m (``latency_source="batch/m"``), and ``single_p50_ms``/``single_p95_ms`` come from
-  ``single_query_samples`` separate one-query calls.
+  ``single_query_samples`` separate one-query calls. ``cpu_seconds`` / ``cpu_util`` (process CPU time over
+  wall time, e.g. ~2.0 for two busy threads) show whether a peer was starved by other load on the machine.
 - ``sweep_nprobe(peer, queries, true_ids, nprobes, ...) -> list of run_peer dicts``.
 - ``nprobe_for_recall(peer, queries, true_ids, target, k=10, max_nprobe=...) -> (nprobe, recall)`` -- the
-  smallest nprobe whose recall@k reaches ``target`` (binary search; IVF with exact distances is monotone
-  in nprobe on a fixed query set). ``at_equal_recall(...)`` then runs ``run_peer`` at that nprobe, labelled
+  smallest nprobe whose recall@k reaches ``target`` (doubling, then bisection; IVF with exact distances is
+  monotone in nprobe on a fixed query set). ``at_equal_recall(...)`` then runs ``run_peer`` at that nprobe, labelled
   ``"<name>@recall"``, so queries/s can be compared at equal recall.
 """
 
@@ -210,20 +211,21 @@ class LanceIvfFlatPeer(Peer):
         return self.ds
 
     def _existing_index(self) -> dict | None:
-        os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
+        """The vector index already on the dataset: name, type, num_partitions, metric (or None)."""
+        os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")  # silences a stats warning
         try:
-            idx = [i for i in self.ds.list_indices() if "vector" in i.get("fields", [])]
+            idx = [d for d in self.ds.describe_indices() if "vector" in (d.field_names or [])]
         except Exception:
             return None
         if not idx:
             return None
+        out = {"name": idx[0].name, "index_type": idx[0].index_type,
+               "metric": str((idx[0].details or {}).get("metric_type", "")).lower()}
         try:
-            st = self.ds.stats.index_stats(idx[0]["name"])
-            seg = st["indices"][0]
-            return {"name": idx[0]["name"], "index_type": st.get("index_type"),
-                    "num_partitions": seg.get("num_partitions"), "metric": seg.get("metric_type")}
+            out["num_partitions"] = self.ds.stats.index_stats(idx[0].name)["indices"][0]["num_partitions"]
         except Exception:
-            return {"name": idx[0]["name"], "index_type": idx[0].get("type")}
+            pass
+        return out
 
     def build(self, data=None, nlist: int | None = None, metric: str = "l2", *, sample_rate: int = 256,
               rebuild: bool = False, max_rows_per_file: int = 1 << 20, chunk_rows: int = 65536) -> dict:
@@ -447,6 +449,7 @@ def run_peer(peer: Peer, queries: np.ndarray, true_ids: np.ndarray | None, k: in
     peer.bytes_read()  # reset the counter
     lat: list[float] = []
     with PeakRSS() as mem:
+        c0 = os.times()
         t0 = time.perf_counter()
         if per_query:
             ids = np.full((len(sel), k), -1, dtype=np.int64)
@@ -467,6 +470,8 @@ def run_peer(peer: Peer, queries: np.ndarray, true_ids: np.ndarray | None, k: in
         else:
             ids = np.asarray(peer.search(queries[sel] if len(sel) < m else queries, k, nprobe))
         seconds = time.perf_counter() - t0
+        c1 = os.times()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
     bytes_read = peer.bytes_read()
     n_meas = len(sel)
     qps = n_meas / seconds if seconds > 0 else float("inf")
@@ -474,7 +479,8 @@ def run_peer(peer: Peer, queries: np.ndarray, true_ids: np.ndarray | None, k: in
            "n_queries": m, "n_measured": n_meas, "extrapolated": n_meas < m, "seconds": seconds,
            "seconds_all_queries": m / qps, "qps": qps, "bytes_read": bytes_read,
            "bytes_read_per_query": (bytes_read / n_meas) if bytes_read is not None else None,
-           "concurrency": conc if per_query else None, **mem.as_dict()}
+           "concurrency": conc if per_query else None, "cpu_seconds": cpu,
+           "cpu_util": cpu / seconds if seconds > 0 else None, **mem.as_dict()}
     res["recall"] = recall_at_k(ids, np.asarray(true_ids)[sel], k) if true_ids is not None else None
     if per_query:
         res.update(latency_percentiles(lat))
@@ -508,30 +514,34 @@ def _recall_of(peer, queries, true_ids, k, nprobe, batch_rows=2000):
 
 def nprobe_for_recall(peer: Peer, queries, true_ids, target: float, k: int = 10, *,
                       max_nprobe: int | None = None, max_queries: int | None = None, seed: int = 0,
-                      curve: dict | None = None) -> tuple[int | None, float]:
+                      start: int = 1, curve: dict | None = None) -> tuple[int | None, float]:
     """Smallest nprobe in ``[1, max_nprobe]`` with recall@k >= ``target`` on the queries (or a fixed sample
-    of ``max_queries`` of them), by binary search using ``peer.search`` (batch calls). Returns
+    of ``max_queries`` of them), using ``peer.search`` (batch calls): doubling from ``start`` until the
+    target is reached, then bisection (IVF with exact distances is monotone in nprobe on a fixed query
+    set). Cheap probes are evaluated first, so a full scan happens only if the target needs it. Returns
     ``(nprobe, recall)``, or ``(None, recall at max_nprobe)`` if the target is not reached. ``curve``, if
     given, receives every evaluated ``{nprobe: recall}``."""
     queries = np.atleast_2d(queries)
     sel = _sample(len(queries), max_queries, seed)
     q, t = queries[sel], np.asarray(true_ids)[sel]
-    hi = int(max_nprobe or getattr(peer, "nlist", None) or 1024)
+    cap = int(max_nprobe or getattr(peer, "nlist", None) or 1024)
     seen = curve if curve is not None else {}
 
     def rec(n):
         if n not in seen:
             seen[n] = _recall_of(peer, q, t, k, n)
         return seen[n]
-    if rec(hi) < target:
-        return None, seen[hi]
-    lo = 1
-    while lo < hi:
+    lo, hi = 0, max(1, min(int(start), cap))   # invariant: rec(lo) < target (lo=0: nothing probed)
+    while rec(hi) < target:
+        if hi >= cap:
+            return None, seen[hi]
+        lo, hi = hi, min(cap, hi * 2)
+    while hi - lo > 1:
         mid = (lo + hi) // 2
         if rec(mid) >= target:
             hi = mid
         else:
-            lo = mid + 1
+            lo = mid
     return hi, seen[hi]
 
 

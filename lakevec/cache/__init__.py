@@ -14,7 +14,8 @@ Read path (``search.reader.FragmentReader`` -> ``NvmeCache.fetch``)
     Hit: the recorded size is compared with the file, and its CRC-32 (recorded at admission) is
     checked before use: on the first use by each process and whenever the file's identity (inode,
     size, mtime, ctime) changed since it was last verified -- any write, truncation or replacement
-    changes it. ``verify="always"`` checks the checksum on every use. A missing, truncated or damaged
+    changes it. ``verify="always"`` (``$LAKEVEC_CACHE_VERIFY=always``, or ``lake.cache.verify = "always"``)
+    checks the checksum on every use, at the price of reading every cached file once more per use. A missing, truncated or damaged
     file is dropped and the object is read again from the store; if the reader fails on a copy that
     passed the checks, it calls ``invalidate`` and re-reads from the store.
     Miss: one HEAD plus one ranged GET per 64 MB stream the object into ``tmp/``, computing its
@@ -59,6 +60,7 @@ __all__ = ["DisabledCache", "NvmeCache", "open_cache", "prices_from_env"]
 
 
 PRICES_ENV = "LAKEVEC_PRICES"
+VERIFY_ENV = "LAKEVEC_CACHE_VERIFY"  # "changed" (default) or "always"
 
 
 def prices_from_env(default=None):
@@ -95,4 +97,7 @@ def open_cache(lake):
     prices = prices_from_env(cfg.prices)
     if not cfg.cache_dir:
         return DisabledCache(counters, prices, lake=lake)
-    return NvmeCache(cfg.cache_dir, int(cfg.cache_bytes), lake=lake, counters=counters, prices=prices)
+    import os
+    verify = os.environ.get(VERIFY_ENV) or "changed"
+    return NvmeCache(cfg.cache_dir, int(cfg.cache_bytes), lake=lake, counters=counters, prices=prices,
+                     verify=verify)

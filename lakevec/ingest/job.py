@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import ID_COLUMN, MAX_REPORTED_PROBLEMS, PARTITION_COLUMN, VECTOR_COLUMN
-from ..errors import InvalidArgumentError, LakevecError, ValidationError
+from ..errors import CommitConflictError, InvalidArgumentError, LakevecError, ValidationError
 from ..store.lance_io import commit
 from ..store.objects import new_id
 from .convert import (FileSource, is_path_input, iter_parquet, memory_batches, rename_columns,
@@ -204,19 +204,52 @@ def commit_written(table, written: WrittenFiles, read_version: int, mode: str, s
     if mode == "overwrite":
         latest = table._open_latest()
         if latest.version != read_version or latest.count_rows() > 0:
-            from ..errors import CommitConflictError
             raise CommitConflictError(f"table {table.name!r} changed while its first rows were being "
                                       "written; nothing was committed, retry the ingestion")
         op = lance.LanceOperation.Overwrite(new_schema, written.fragments)
     else:
         op = lance.LanceOperation.Append(written.fragments)
-    ds = commit(table.data_uri, op, read_version, table.lake.lance_options, f"committing rows to table {table.name!r}")
+    try:
+        version = commit(table.data_uri, op, read_version, table.lake.lance_options,
+                         f"committing rows to table {table.name!r}").version
+    except BaseException as e:
+        # An error does not prove that nothing was committed (the store may have taken the commit and then
+        # lost the connection): deleting the files of a commit that happened would break the table.
+        version = _commit_happened(table, written, read_version, e)
+        if version is None:
+            raise
     if sources:
-        record_sources(table, sources, key, ds.version)
+        record_sources(table, sources, key, version)
     if key is not None:
-        _write_record(table, key, {"state": "committed", "version": ds.version, "read_version": read_version,
+        _write_record(table, key, {"state": "committed", "version": version, "read_version": read_version,
                                    "rows": written.rows, "files": files[:10000], "committed_at": time.time()})
-    return ds.version
+    return version
+
+
+def _commit_happened(table, written: WrittenFiles, read_version: int, error: BaseException) -> int | None:
+    """Return the version that references ``written``'s files if a commit that raised ``error`` in fact
+    happened, else None (also when the store cannot tell: the caller then reports the error)."""
+    if not isinstance(error, Exception) or isinstance(error, CommitConflictError):
+        return None  # an interrupt or a conflict: Lance did not commit
+    try:
+        return _version_with_files(table, set(written.partitions), read_version)
+    except Exception:
+        return None
+
+
+def _version_with_files(table, files: set, after: int) -> int | None:
+    """Return the first version after ``after`` whose fragments reference any of the data ``files``."""
+    if not files:
+        return None
+    latest = table._open_latest()
+    for v in range(after + 1, latest.version + 1):
+        try:
+            dv = latest if v == latest.version else table._open_version(v)
+        except LakevecError:
+            continue
+        if files & {df.path for fr in dv.get_fragments() for df in fr.metadata.files}:
+            return v
+    return None
 
 
 def already_ingested(table, key: str) -> int | None:
@@ -230,17 +263,10 @@ def already_ingested(table, key: str) -> int | None:
     if not files:
         return None
     # pending: did the commit happen before the driver died? Look at the versions after it.
-    ds = table._open_latest()
-    for v in range(int(rec["read_version"]) + 1, ds.version + 1):
-        try:
-            dv = table._open_version(v)
-        except LakevecError:
-            continue
-        names = {df.path for fr in dv.get_fragments() for df in fr.metadata.files}
-        if names & files:
-            _write_record(table, key, {**rec, "state": "committed", "version": v})
-            return v
-    return None
+    v = _version_with_files(table, files, int(rec["read_version"]))
+    if v is not None:
+        _write_record(table, key, {**rec, "state": "committed", "version": v})
+    return v
 
 
 SOURCES_DIR = "files"  # under _lakevec/ingest/: one record per committed Parquet source file

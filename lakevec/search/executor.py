@@ -25,6 +25,9 @@ from .reader import Block, FragmentReader
 from .schedule import run_pipeline, single_threaded_blas
 
 
+INLINE_ROWS = 200_000  # below this many rows to read from local disk, search in the calling thread
+
+
 @dataclass
 class Visit:
     """One unit of work: a set of fragments (a partition or the unassigned rows) and its queries."""
@@ -156,8 +159,11 @@ def batch_search(snap: Snapshot, reader: FragmentReader, q: np.ndarray, k: int, 
         score_block(block, qs, v.queries, metric, topk, cands.add(block))
 
     def run(visits):
+        w, io = workers, io_threads
+        if reader.local and sum(f.num_rows for v in visits for f in v.fragments) < INLINE_ROWS:
+            w, io = 1, 1  # small job on local disk: thread hand-offs would cost more than they save
         with single_threaded_blas():
-            states.extend(run_pipeline(visits, read, score, lambda: TopK(m, k), workers, io_threads))
+            states.extend(run_pipeline(visits, read, score, lambda: TopK(m, k), w, io))
         stats["rounds"] += 1
 
     all_q = np.arange(m, dtype=np.int64)

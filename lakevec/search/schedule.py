@@ -9,10 +9,26 @@ in flight, so memory stays at a few partitions.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from ..config import SEARCH_PREFETCH, SEARCH_THREADS
+
+
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(kind: str, size: int) -> ThreadPoolExecutor:
+    """Return a process-wide thread pool (reused across searches: thread start-up costs ~ms per call)."""
+    key = (kind, size, os.getpid())  # a forked child must not reuse its parent's (dead) threads
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"lakevec-{kind}")
+            _POOLS[key] = pool
+        return pool
 
 
 @contextlib.contextmanager
@@ -59,11 +75,12 @@ def run_pipeline(items, read, score, make_state, workers: int = SEARCH_THREADS,
 
     window = window or (workers + io_threads + 1)
     source = iter(items)
-    with ThreadPoolExecutor(max_workers=max(1, io_threads), thread_name_prefix="lakevec-read") as io_pool, \
-            ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="lakevec-score") as cpu_pool:
-        reads: dict = {}
-        scores: set = set()
-        exhausted = False
+    io_pool = shared_pool("read", max(1, io_threads))
+    cpu_pool = shared_pool("score", max(1, workers))
+    reads: dict = {}
+    scores: set = set()
+    exhausted = False
+    try:
         while True:
             while not exhausted and len(reads) + len(scores) < window:
                 item = next(source, None)
@@ -81,4 +98,10 @@ def run_pipeline(items, read, score, make_state, workers: int = SEARCH_THREADS,
                 else:
                     scores.discard(f)
                     f.result()
+    except BaseException:
+        # never leave work running on the shared pools after we return
+        for f in list(reads) + list(scores):
+            f.cancel()
+        wait(list(reads) + list(scores))
+        raise
     return states

@@ -78,6 +78,12 @@ class ObjectStore:
         self.fs = _make_fs(loc)
 
     # -- reads -------------------------------------------------------------------------------
+    def _stream_requests(self, n: int) -> int:
+        """Return the requests a streamed whole-object read costs (S3: a HEAD, then a GET per 8 MiB)."""
+        if self.loc.is_local:
+            return 1
+        return 1 + max(1, -(-n // (8 << 20)))
+
     def read_bytes(self, uri: str) -> bytes:
         """Return the whole object at ``uri`` (one GET)."""
         try:
@@ -87,7 +93,7 @@ class ObjectStore:
             raise StorageError(f"object not found: {uri}") from e
         except Exception as e:
             raise wrap_io_error(e, f"reading {uri}") from e
-        self.counters.add(gets=1, bytes_read=len(data))
+        self.counters.add(gets=self._stream_requests(len(data)), bytes_read=len(data))
         return data
 
     def read_range(self, uri: str, offset: int, length: int) -> bytes:
@@ -119,7 +125,7 @@ class ObjectStore:
             if isinstance(e, FileNotFoundError):
                 raise
             raise wrap_io_error(e, f"downloading {uri}") from e
-        self.counters.add(gets=1, bytes_read=n)
+        self.counters.add(gets=self._stream_requests(n), bytes_read=n)
         return n
 
     def read_json(self, uri: str):

@@ -138,3 +138,39 @@ def test_peak_rss_sees_a_short_allocation():
         del a
     assert mem.delta >= 48 * 1024 * 1024
     assert mem.peak >= mem.baseline
+
+
+def test_peers_and_report_smoke(tmp_path):
+    """Peers agree with exact search when every partition is probed; the report flags targets."""
+    from lakevec.bench import peers as P
+    from lakevec.bench import report as R
+    base, queries = D.generate_clustered(3000, dim=16, n_queries=30, seed=5, latent_dim=4, n_clusters=8)
+    gt, _ = D.exact_knn(base, queries, 10)
+    lance_peer = P.LanceIvfFlatPeer(str(tmp_path / "t.lance"))
+    info = lance_peer.build(base, nlist=8)
+    assert info["nlist"] == 8 and not info["index_reused"] and info["index_s"] > 0
+    assert P.LanceIvfFlatPeer(str(tmp_path / "t.lance")).build(None, nlist=8)["index_reused"]
+    faiss_peer = P.FaissIvfFlatPeer(threads=1)
+    faiss_peer.build(base, nlist=8)
+    lance_all = lance_peer.search(queries, 10, 8)
+    assert np.array_equal(lance_all, np.stack([lance_peer.search_one(q, 10, 8) for q in queries]))
+    r_lance = P.run_peer(lance_peer, queries, gt, 10, 8, max_queries=12)
+    r_faiss = P.run_peer(faiss_peer, queries, gt, 10, 8, single_query_samples=3)
+    r_brute = P.run_peer(P.BruteForcePeer(base), queries, gt, 10)
+    assert r_lance["recall"] == 1.0 and r_faiss["recall"] == 1.0 and r_brute["recall"] == 1.0
+    assert r_lance["n_measured"] == 12 and r_lance["extrapolated"] and r_lance["p95_ms"] >= r_lance["p50_ms"]
+    assert not r_faiss["extrapolated"] and r_faiss["latency_source"] == "batch/m"
+    n, rec = P.nprobe_for_recall(faiss_peer, queries, gt, 1.0, 10)
+    assert rec == 1.0 and (n == 1 or P._recall_of(faiss_peer, queries, gt, 10, n - 1) < 1.0)
+    lance_eq = dict(r_lance, label="lance_ivf_flat@recall", qps=10.0)
+    bad = dict(r_faiss, label="lakevec", qps=20.0, recall=0.9, rss_peak_bytes=2e9)
+    rep = R.build_report([[bad, dict(r_faiss, qps=100.0), lance_eq]])
+    assert [t["status"] for t in rep["targets"]] == ["FAIL", "FAIL", "FAIL", "FAIL"]
+    assert rep["ratios"]["faiss_ivf_flat"]["qps"]["median"] == pytest.approx(0.2)
+    good = dict(bad, qps=60.0, recall=0.96, rss_peak_bytes=1e9)
+    rep2 = R.build_report([[good, dict(r_faiss, qps=100.0), lance_eq], [good, dict(r_faiss, qps=90.0), lance_eq]])
+    assert [t["status"] for t in rep2["targets"]] == ["PASS"] * 4
+    assert rep2["summary"]["faiss_ivf_flat"]["qps"]["min"] == 90.0 and rep2["repeat"] == 2
+    assert R.build_report([[good]])["targets"][1]["status"] == "SKIP"
+    R.write_json(rep, tmp_path / "r.json")
+    assert "FAIL" in R.format_report(rep) and (tmp_path / "r.json").stat().st_size > 0

@@ -85,6 +85,9 @@ def test_local_lake_is_read_in_place(tmp_path):
     assert t.last_search_stats["io"]["cache_misses"] == 0
     assert "local disk" in lake.cache.warm("t")["note"]
     assert lake.cache.stats()["files"] == 0
+    st = t.stats()
+    assert st["bytes_per_tier"] == {"local_disk": st["bytes"], "nvme_cache": 0} and st["bytes"] > 0
+    assert {p["tier"] for p in st["partitions"]} <= {"local", "empty"} and len(st["partitions"]) == 4
 
 
 # -- budget and policy ---------------------------------------------------------------------------------
@@ -219,6 +222,26 @@ def test_a_damaged_cache_file_is_detected_and_repaired(s3_table, tmp_path, damag
     assert os.path.getsize(victim) == size  # repaired in place
     s3_table.search(t)
     assert t.last_search_stats["io"]["gets"] == 0
+
+
+def test_checksums_are_checked_on_first_use_or_on_every_use(s3_table, tmp_path, monkeypatch):
+    from lakevec.cache import nvme
+    calls = []
+    real = nvme.crc_of_file
+    monkeypatch.setattr(nvme, "crc_of_file", lambda p: calls.append(p) or real(p))
+    lake, t = s3_table.connect(tmp_path / "c", 1 << 30)
+    s3_table.search(t)  # misses: the checksum is computed while downloading
+    n = t.last_search_stats["io"]["cache_misses"]
+    assert calls == []
+    other = lakevec.connect(s3_table.uri, storage_options=s3_table.storage_options, cache_dir=str(tmp_path / "c"))
+    t2 = other.open_table("vecs")
+    for _ in range(2):  # another process-like cache object: verifies each file once, then trusts its identity
+        s3_table.search(t2)
+    assert len(calls) == n and t2.last_search_stats["io"]["cache_hits"] == n
+    calls.clear()
+    other.cache.verify = "always"
+    s3_table.search(t2)
+    assert len(calls) == n  # every use
 
 
 def test_a_copy_the_reader_cannot_parse_is_dropped_and_read_again(s3_table, tmp_path, monkeypatch):

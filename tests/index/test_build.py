@@ -5,7 +5,7 @@ import lance
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from core_helpers import (TableState, brute_force, hermetic_aws, make_rows, result_matrix,  # noqa: F401
+from core_helpers import (TableState, brute_force, hermetic_aws, result_matrix,  # noqa: F401
                           table_vectors)
 
 import lakevec
@@ -294,3 +294,27 @@ def test_concurrent_builds_one_wins_the_other_leaves_no_trace(lake, monkeypatch)
     old_version = t.checkout(inner["meta"].read_version).snapshot()
     referenced |= {f.file.split("/")[-1] for f in old_version.fragments}
     assert data_files(t) <= referenced, "the losing build left data files behind"
+
+
+def test_index_commit_that_succeeded_but_reported_an_error_keeps_its_files(lake, monkeypatch):
+    """The store took the Rewrite commit, then the connection dropped: whatever build_index reports, the
+    table must stay readable (its new fragments must not be deleted as if the build had failed)."""
+    t = lake.create_table("t", dim=DIM)
+    d = _clustered(400)
+    t.add(d)
+    real = lance.LanceDataset.commit
+
+    def commit_then_fail(*a, **kw):
+        real(*a, **kw)
+        raise OSError("injected: connection reset by peer after the commit")
+
+    with monkeypatch.context() as m:
+        m.setattr(lance.LanceDataset, "commit", staticmethod(commit_then_fail))
+        try:
+            t.build_index(num_partitions=4)
+        except lakevec.LakevecError:
+            pass  # reporting the error is acceptable; breaking the table is not
+    ids, vec, _ = table_vectors(t)  # reads every data file of the latest version
+    assert ids.tolist() == list(range(400))
+    res = t.search(d["vector"][:3], k=1, nprobe=4)
+    assert res.column("id").to_pylist() == [0, 1, 2]

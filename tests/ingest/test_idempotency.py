@@ -306,3 +306,25 @@ def test_concurrent_first_ingestions_conflict_without_trace(lake, monkeypatch):
     assert sorted(t.to_arrow(columns=["id"]).column("id").to_pylist()) == list(range(500, 505))
     assert len(data_files(t) - files_before) == 1, "the losing ingestion left data files behind"
     assert t.add(make_rows(7, DIM, start=100)).rows_added == 7 and t.count_rows() == 12
+
+
+def test_commit_that_succeeded_but_reported_an_error_keeps_its_files(lake, monkeypatch):
+    """The store committed, then the connection dropped: the rows are in the table, so their files must
+    not be deleted as if the job had failed (the table would reference missing files)."""
+    t = lake.create_table("t", dim=DIM)
+    t.add(make_rows(5, DIM))
+    v0 = t.version
+    real = lance.LanceDataset.commit
+
+    def commit_then_fail(*a, **kw):
+        real(*a, **kw)
+        raise OSError("injected: connection reset by peer after the commit")
+
+    with monkeypatch.context() as m:
+        m.setattr(lance.LanceDataset, "commit", staticmethod(commit_then_fail))
+        r = t.add(make_rows(6, DIM, start=100), idempotency_key="lost-response")
+    assert r.rows_added == 6 and r.version == v0 + 1 == t.version
+    got = t.to_arrow(columns=["id", "vector"])  # every data file is still there
+    assert sorted(got.column("id").to_pylist()) == list(range(5)) + list(range(100, 106))
+    assert t.files.read_ingest_record("lost-response")["state"] == "committed"
+    assert t.add(make_rows(6, DIM, start=100), idempotency_key="lost-response").skipped

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from core_helpers import (TableState, arrow_rows, assert_lakevec_error, hermetic_aws, make_rows,  # noqa: F401
+from core_helpers import (TableState, assert_lakevec_error, hermetic_aws, make_rows,  # noqa: F401
                           source_root, write_parquet)
 
 import lakevec

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import sift10k
-from core_helpers import brute_force, hermetic_aws, make_rows, result_matrix  # noqa: F401
+from core_helpers import brute_force, hermetic_aws, result_matrix  # noqa: F401
 
 import lakevec
 
