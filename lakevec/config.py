@@ -50,6 +50,9 @@ SEARCH_QUERY_BLOCK = 4096  # queries scored per matrix product chunk
 SEARCH_PREFETCH = 2  # reader threads for a local-disk lake (reads are fast, keep memory low)
 SEARCH_IO_THREADS_REMOTE = 16  # reader threads for object storage (hide per-request latency)
 SEARCH_THREADS = max(1, os.cpu_count() or 1)  # scoring threads, BLAS single-threaded in each
+# In-process LRU of decoded partitions: small, so batch searches over big tables still stream. Used by
+# default only when no NVMe cache is configured (then the NVMe tier is the hot tier, and counts stay clear).
+MEMORY_CACHE_BYTES = int(os.environ.get("LAKEVEC_MEMORY_CACHE_BYTES", 256 << 20))
 
 
 @dataclass(frozen=True)

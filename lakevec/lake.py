@@ -7,7 +7,7 @@ import time
 import lance
 import pyarrow as pa
 
-from .config import DATA_DIR, FORMAT_VERSION, LAKE_MARKER, METRICS, META_DIR, TABLE_NAME_PATTERN, CacheConfig
+from .config import MEMORY_CACHE_BYTES, DATA_DIR, FORMAT_VERSION, LAKE_MARKER, METRICS, META_DIR, TABLE_NAME_PATTERN, CacheConfig
 from .errors import (InvalidArgumentError, InvalidNameError, LakevecError, NotALakeError, StorageError,
                      TableExistsError, TableNotFoundError)
 from .ingest.validate import TableSpec
@@ -36,13 +36,17 @@ class Lake:
     """A lakevec lake: a marker object plus one folder per table."""
 
     def __init__(self, uri, storage_options: dict | None = None, cache_dir: str | None = None,
-                 cache_bytes: int | None = None, create: bool = True):
+                 cache_bytes: int | None = None, create: bool = True, memory_cache_bytes: int | None = None):
         self.loc = parse_location(uri, storage_options)
         self.storage_options = storage_options
         self.store = ObjectStore(self.loc)
         self.lance_options = self.loc.lance_options()
         self.cache_config = CacheConfig(cache_dir, cache_bytes if cache_bytes is not None else CacheConfig.cache_bytes)
         self._cache = None
+        from .search.memcache import BlockCache
+        if memory_cache_bytes is None:
+            memory_cache_bytes = 0 if cache_dir else MEMORY_CACHE_BYTES
+        self.memory_cache = BlockCache(memory_cache_bytes)
         self._open_marker(create)
 
     @property
@@ -198,6 +202,10 @@ class Lake:
 
 
 def connect(uri, storage_options: dict | None = None, cache_dir: str | None = None,
-            cache_bytes: int | None = None) -> Lake:
-    """Open the lake at ``uri`` (a local path or s3://bucket/prefix), creating its marker if new."""
-    return Lake(uri, storage_options, cache_dir, cache_bytes)
+            cache_bytes: int | None = None, memory_cache_bytes: int | None = None) -> Lake:
+    """Open the lake at ``uri`` (a local path or s3://bucket/prefix), creating its marker if new.
+
+    ``cache_dir``/``cache_bytes``: the NVMe tier. ``memory_cache_bytes``: the in-process LRU of decoded
+    partitions (default ``config.MEMORY_CACHE_BYTES``, env ``LAKEVEC_MEMORY_CACHE_BYTES``; 0 disables).
+    """
+    return Lake(uri, storage_options, cache_dir, cache_bytes, memory_cache_bytes=memory_cache_bytes)

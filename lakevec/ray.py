@@ -123,9 +123,8 @@ def write(ds, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
     if idempotency_key is not None:
         _check_key(idempotency_key)
     key = idempotency_key
-    lds, done = prepare(table, key)
+    lds, done = prepare(table, key, t0)
     if done is not None:
-        done.seconds = time.time() - t0
         return done
     spec = table_spec(table, lds)
     snap = table._snapshot_of(lds)

@@ -60,8 +60,17 @@ class _PartitionWriter:
                 yield self.source, row, rename_columns(b, t.id_column, t.vector_column, self.source)
                 row += b.num_rows
 
-        res = ingest_stream(stream(), t, part, t.model())
+        from .engines.base import blas_threads
+        with blas_threads(_cpus(ctx)):
+            res = ingest_stream(stream(), t, part, t.model())
         yield pa.RecordBatch.from_pydict({"part": [part], "payload": [pickle.dumps(res, protocol=5)]})
+
+
+def _cpus(ctx):
+    try:
+        return int(ctx.cpus()) if ctx is not None else None
+    except Exception:
+        return None
 
 
 def write(df, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COLUMN, on_bad_rows: str = "raise",
@@ -80,9 +89,8 @@ def write(df, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
     if idempotency_key is not None:
         _check_key(idempotency_key)
     key = idempotency_key
-    ds, done = prepare(table, key)
+    ds, done = prepare(table, key, t0)
     if done is not None:
-        done.seconds = time.time() - t0
         return done
     spec = table_spec(table, ds)
     snap = table._snapshot_of(ds)

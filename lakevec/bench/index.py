@@ -158,7 +158,8 @@ def format_report(rep: dict) -> str:
     for lab, s in rep["summary"].items():
         rows.append([lab, mmm(s.get("seconds"), ".1f"),
                      "1.00" if lab == "build_local" else mmm(rep["time_ratio_vs_local"].get(lab), ".2f"),
-                     mmm(s.get("tasks"), ".0f"), mmm(s.get("num_partitions"), ".0f"), mmm(s.get("default_nprobe"), ".0f"),
+                     mmm(s.get("tasks"), ".0f"), mmm(s.get("num_partitions"), ".0f"),
+                     mmm(s.get("default_nprobe"), ".0f"),
                      mmm(s.get("recall"), ".4f"), mmm(s.get("recall_at_local_nprobe"), ".4f"),
                      mmm(s.get("fragments"), ".0f")])
     lines.append(table(rows))

@@ -37,7 +37,8 @@ Harness:
   then over the sample). Batch peers time one call; their latency fields
   are batch time / m (``latency_source="batch/m"``), and ``single_p50_ms``/``single_p95_ms`` come from
   ``single_query_samples`` separate one-query calls. ``cpu_seconds`` / ``cpu_util`` (process CPU time over
-  wall time, e.g. ~2.0 for two busy threads) show whether a peer was starved by other load on the machine.
+  wall time, e.g. ~2.0 for two busy threads) show whether a peer was starved by other load on the machine;
+  ``queries_per_cpu_s`` is a throughput less sensitive to that load.
 - ``sweep_nprobe(peer, queries, true_ids, nprobes, ...) -> list of run_peer dicts``.
 - ``nprobe_for_recall(peer, queries, true_ids, target, k=10, max_nprobe=...) -> (nprobe, recall)`` -- the
   smallest nprobe whose recall@k reaches ``target`` (doubling, then bisection; IVF with exact distances is
@@ -480,7 +481,8 @@ def run_peer(peer: Peer, queries: np.ndarray, true_ids: np.ndarray | None, k: in
            "seconds_all_queries": m / qps, "qps": qps, "bytes_read": bytes_read,
            "bytes_read_per_query": (bytes_read / n_meas) if bytes_read is not None else None,
            "concurrency": conc if per_query else None, "cpu_seconds": cpu,
-           "cpu_util": cpu / seconds if seconds > 0 else None, **mem.as_dict()}
+           "cpu_util": cpu / seconds if seconds > 0 else None,
+           "queries_per_cpu_s": n_meas / cpu if cpu > 0 else None, **mem.as_dict()}
     res["recall"] = recall_at_k(ids, np.asarray(true_ids)[sel], k) if true_ids is not None else None
     if per_query:
         res.update(latency_percentiles(lat))

@@ -9,7 +9,8 @@
   ``targets``: each with ``value`` (the median), ``threshold``, ``status`` ``PASS`` / ``FAIL`` / ``SKIP``
   (SKIP when a result it needs is missing); plus ``machine`` (cpu, memory, library versions) and ``runs``.
 - ``format_report(report) -> str`` / ``print_report(report, file=None)``: a compact aligned table (medians,
-  with the min..max of queries/s when repeated), the ratios and the targets.
+  with the min..max of queries/s when repeated; ``cpu`` = process CPU time / wall time during the measured
+  search, low values mean the peer was starved by other load), the ratios and the targets.
 - ``write_json(report, path)``.
 - ``Target(name, label, field, op, threshold, vs=None)``: ``vs`` (a label or a list of fallback labels)
   makes the target a ratio ``label.field / vs.field``. ``DEFAULT_TARGETS`` are the issue's: recall@10 >= 0.95
@@ -174,7 +175,7 @@ def format_report(report: dict) -> str:
     rep = report.get("repeat", 1)
     lines.append(f"repeat: {rep} (medians{'; qps range min..max' if rep > 1 else ''})")
     hdr = ["peer", "nprobe", "recall@k", "qps", "p50 ms", "p95 ms", "1q p50 ms", "read", "peak RSS", "dRSS",
-           "note"]
+           "cpu", "note"]
     if rep > 1:
         hdr.insert(4, "qps min..max")
     rows = [hdr]
@@ -192,12 +193,12 @@ def format_report(report: dict) -> str:
         row = [lab, _f(med.get("nprobe"), ".0f"), _f(med.get("recall"), ".4f"), _f(med.get("qps"), ",.0f"),
                _f(med.get("p50_ms"), ".3f"), _f(med.get("p95_ms"), ".3f"), _f(med.get("single_p50_ms"), ".3f"),
                fmt_bytes(med.get("bytes_read")), fmt_bytes(med.get("rss_peak_bytes")),
-               fmt_bytes(med.get("rss_delta_bytes")), "; ".join(note)]
+               fmt_bytes(med.get("rss_delta_bytes")), _f(med.get("cpu_util"), ".2f"), "; ".join(note)]
         if rep > 1:
             q = s.get("qps", {})
             row.insert(4, f"{_f(q.get('min'), ',.0f')}..{_f(q.get('max'), ',.0f')}")
         rows.append(row)
-    lines.append(_table(rows, right={1, 2, 3, 4, 5, 6, 7, 8, 9} if rep == 1 else {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}))
+    lines.append(_table(rows, right=set(range(1, len(hdr) - 1))))
     if report.get("ratios"):
         lines.append("")
         lines.append(f"{report['baseline']} qps / peer qps:")
@@ -212,13 +213,14 @@ def format_report(report: dict) -> str:
         tr = [["status", "target", "value", "threshold"]]
         for t in report["targets"]:
             v = t["value"]
-            if t["field"] == "rss_peak_bytes" and t.get("vs") is None:
-                vs, th = fmt_bytes(v), fmt_bytes(t["threshold"])
+            if t["field"].endswith("_bytes") and t.get("vs") is None:   # decimal GB, as the targets say
+                vs = "-" if v is None else f"{v / 1e9:.3f} GB"
+                th = f"{t['op']} {t['threshold'] / 1e9:g} GB"
             else:
                 vs = _f(v, ".4f" if t["field"] == "recall" else ".2f")
                 th = f"{t['op']} {t['threshold']}"
             name = t["name"] + (f" [vs {t['vs_resolved']}]" if t.get("vs_resolved") else "")
-            tr.append([t["status"], name, vs, th if t["field"] != "rss_peak_bytes" else f"{t['op']} {th}"])
+            tr.append([t["status"], name, vs, th])
         lines.append(_table(tr, right={2}))
     for n in report.get("notes") or []:
         lines.append(f"note: {n}")

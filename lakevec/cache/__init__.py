@@ -22,6 +22,9 @@ Read path (``search.reader.FragmentReader`` -> ``NvmeCache.fetch``)
     CRC-32 on the way (counted on the lake's ``IOCounters``); then, in one database transaction, the
     access is recorded, admission is decided, victims are evicted and the file is published with
     ``os.replace``. A file not admitted is handed to the reader as a temporary file it deletes.
+    Hits are buffered in memory (up to 256 or 2 s) and written by the process's next transaction,
+    which takes them only once it holds the database: an admission decision sees every access this
+    process recorded before it, whichever thread recorded it.
 
 Policy (``policy``)
     Per partition, a decayed access score (half-life one hour) weighs frequency and recency. Free

@@ -395,11 +395,12 @@ class NvmeCache:
 
     def flush(self, timeout: float | None = None) -> None:
         """Write the buffered access statistics of this process to the database (never raises)."""
-        pending = self._take_pending()
-        if not pending:
+        if not self._pending:
             return
+        pending = {}
         try:
             with self.db.txn(timeout=timeout) as c:
+                pending = self._take_pending()  # inside the transaction: see _admit_and_publish
                 self._flush_into(c, pending)
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):  # busy: keep them for the next flush
@@ -429,17 +430,22 @@ class NvmeCache:
         Return (admitted, victims). ``force`` admits regardless of temperature (warm/pin); ``protect``
         lists units that must not be evicted.
         """
-        now = time.time()
-        pending = self._take_pending()
+        pending = {}
         victims_out = []
         try:
             with self.db.txn(timeout=None if force else ADMIT_WAIT) as c:
+                # The time and the buffered hits are taken only once this thread holds the database, so
+                # the decision sees every access recorded before it. (Taken before waiting, another
+                # thread's admission could run meanwhile without the hits this one holds -- and evict a
+                # hot partition as if it had been read once -- or record later times than ``now``.)
+                now = time.time()
+                pending = self._take_pending()
                 return self._admit_locked(c, pending, key, unit, size, crc, tmp, path, now, force, protect, access,
                                           miss, victims_out)
-        except sqlite3.OperationalError as e:
-            if force or not ("locked" in str(e) or "busy" in str(e)):
+        except BaseException as e:
+            self._restore_pending(pending)  # rolled back: they go with the next transaction
+            if force or not (isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))):
                 raise
-            self._restore_pending(pending)
             return False, []  # another process holds the database: skip admission this once
 
     def _admit_locked(self, c, pending, key, unit, size, crc, tmp, path, now, force, protect, access, miss,

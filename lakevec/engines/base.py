@@ -98,6 +98,21 @@ class RetryableTaskError(Exception):
         return (RetryableTaskError, (self.failure,))
 
 
+def blas_threads(n: int | None):
+    """Context manager limiting BLAS/OpenMP threads to ``n`` in this worker (no-op if None or unavailable).
+
+    A task is given ``n`` cores by its engine; kernels that spawn a thread per core of the machine would
+    oversubscribe it when every core runs a task."""
+    import contextlib
+    if not n:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(n))
+
+
 def call_task(fn, task, index: int, last_attempt: bool = False):
     """Run ``fn(task)`` on a worker; see the module docstring for the result protocol."""
     try:
@@ -211,5 +226,7 @@ class DistributedEngine:
         if self.fixed_task_bytes:
             return int(self.fixed_task_bytes)
         par = max(1, self.parallelism())
-        want = -(-int(total_bytes) // par)  # ceil
+        # 10% slack: planners pack whole fragments/files greedily, and a total split exactly in `par`
+        # shares would spill a sliver into an extra task (an extra wave with one core busy)
+        want = int(-(-int(total_bytes) // par) * 1.1)
         return int(max(minimum, min(default, want)))

@@ -27,7 +27,7 @@ import sys
 import time
 
 from ..errors import EngineError
-from .base import DistributedEngine, call_task, task_id_of, unwrap_results
+from .base import DistributedEngine, blas_threads, call_task, task_id_of, unwrap_results
 
 log = logging.getLogger("lakevec.engines")
 
@@ -63,6 +63,13 @@ def max_task_attempts(sc) -> int:
         return 4
 
 
+def _task_cpus(ctx) -> int | None:
+    try:
+        return int(ctx.cpus()) if ctx is not None else None
+    except Exception:  # older Spark: no TaskContext.cpus()
+        return None
+
+
 def _partition_runner(fn, attempts: int):
     """Return the mapPartitions function that runs the records of one partition (one record each)."""
 
@@ -70,9 +77,11 @@ def _partition_runner(fn, attempts: int):
         from pyspark import TaskContext
         ctx = TaskContext.get()
         last = ctx is None or ctx.attemptNumber() + 1 >= attempts
+        cpus = _task_cpus(ctx)
         for index, raw in it:
             task = pickle.loads(raw)
-            out = call_task(fn, task, index, last_attempt=last)
+            with blas_threads(cpus):  # the task owns spark.task.cpus cores, not the whole machine
+                out = call_task(fn, task, index, last_attempt=last)
             yield index, pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
 
     return run

@@ -53,6 +53,7 @@ class BuildTask:
     metric: str
     schema: pa.Schema
     flush_bytes: int = BUILD_TASK_BYTES
+    row_ranges: tuple = ()  # ((fragment id, offset, limit), ...): slices of fragments bigger than a task
 
 
 @dataclass
@@ -99,9 +100,10 @@ def run_build_task(task: BuildTask) -> BuildTaskResult:
     rows = 0
     cols = [f.name for f in task.schema if f.name != PARTITION_COLUMN]
     try:
-        frags = [ds.get_fragment(fid) for fid in task.fragment_ids]
-        for fr in frags:
-            for batch in fr.to_batches(columns=cols, batch_size=65536):
+        pieces = [(ds.get_fragment(fid), None, None) for fid in task.fragment_ids]
+        pieces += [(ds.get_fragment(fid), off, lim) for fid, off, lim in task.row_ranges]
+        for fr, off, lim in pieces:
+            for batch in fr.to_batches(columns=cols, batch_size=65536, offset=off, limit=lim):
                 vec = np.ascontiguousarray(vectors_of(batch.column(VECTOR_COLUMN)), dtype=np.float32)
                 parts = model.assign(vec)
                 np.add.at(part_rows, parts, 1)
@@ -261,19 +263,30 @@ def _committed_anyway(table, results, read_version: int, err: BaseException) -> 
 
 def plan_build_tasks(table, ds, read_version: int, index_id: str, schema: pa.Schema,
                      task_bytes: int = BUILD_TASK_BYTES) -> list[BuildTask]:
-    """Group the version's fragments into tasks of about ``task_bytes`` of data each."""
+    """Group the version's fragments into tasks of about ``task_bytes`` of data each; a fragment bigger than
+    that is cut into row ranges of its own (so that distributed engines get parallel tasks)."""
     groups: list[list[int]] = [[]]
+    ranges: list[tuple] = []
     acc = 0
     for fr in ds.get_fragments():
         size = sum(int(df.file_size_bytes or 0) for df in fr.metadata.files)
+        if size > task_bytes and task_bytes < BUILD_TASK_BYTES:
+            rows = fr.count_rows()
+            n = min(-(-size // task_bytes), max(rows, 1))
+            step = -(-rows // n) if rows else 0
+            ranges += [((fr.fragment_id, off, min(step, rows - off)),) for off in range(0, rows, step or 1)]
+            continue
         if groups[-1] and acc + size > task_bytes:
             groups.append([])
             acc = 0
         groups[-1].append(fr.fragment_id)
         acc += size
-    return [BuildTask(i, table.loc.uri, table.data_uri, table.lake.lance_options, read_version, tuple(g), index_id,
-                      table.meta.metric, schema, task_bytes)
-            for i, g in enumerate(groups) if g]
+    # tasks buffer up to BUILD_TASK_BYTES before writing: one fragment per partition and task
+    flush = max(task_bytes, BUILD_TASK_BYTES)
+    work = [(tuple(g), ()) for g in groups if g] + [((), r) for r in ranges]
+    return [BuildTask(i, table.loc.uri, table.data_uri, table.lake.lance_options, read_version, fids, index_id,
+                      table.meta.metric, schema, flush, rr)
+            for i, (fids, rr) in enumerate(work)]
 
 
 def _write_npy(store: ObjectStore, uri: str, arr: np.ndarray) -> None:

@@ -42,9 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import (ID_COLUMN, INDEX_DIR, INGEST_BATCH_ROWS, MAX_REPORTED_PROBLEMS, PARTITION_COLUMN,
-                      VECTOR_COLUMN)
-from ..errors import InvalidArgumentError, LakevecError, SchemaError, StorageError, ValidationError
+from ..config import ID_COLUMN, INDEX_DIR, INGEST_BATCH_ROWS, MAX_REPORTED_PROBLEMS, VECTOR_COLUMN
+from ..errors import InvalidArgumentError, LakevecError, StorageError, ValidationError
 from ..index.ivf import IvfModel
 from ..store.location import parse_location
 from ..store.objects import ObjectStore, wrap_io_error
@@ -121,8 +120,13 @@ class BatchRecord:
     first_row: int
     num_rows: int
     ids: np.ndarray  # non-null ids of the batch, as passed to IdTracker.check
-    rows: np.ndarray  # their row numbers (int64, ascending)
+    rows: np.ndarray | None  # their row numbers (int64, ascending); None when no id is null: every row
     problems: list  # [(row, column, reason)] found by the task (incl. duplicates within the task)
+
+    def id_rows(self) -> np.ndarray:
+        if self.rows is not None:
+            return self.rows
+        return np.arange(self.first_row, self.first_row + len(self.ids), dtype=np.int64)
 
 
 @dataclass
@@ -175,6 +179,8 @@ def ingest_stream(batches, target: IngestTarget, task_id: int, model: IvfModel |
             tracker.last = None
             checked = check_batch(batch, target.spec, row, source, tracker)
             ids, rows = tracker.last if tracker.last is not None else (np.empty(0, np.int64), np.empty(0, np.int64))
+            if len(ids) == batch.num_rows:  # no null id: the rows are first_row, first_row + 1, ...
+                rows = None
             res.batches.append(BatchRecord(source, row, batch.num_rows, ids, rows, list(checked.problems)))
             if checked.problems and target.on_bad_rows == "raise":
                 # the job fails at this batch at the latest: write nothing more, keep nothing
@@ -394,7 +400,7 @@ def merge_results(results: list[StreamResult], spec: TableSpec, existing, on_bad
         out.rows_read += res.rows_read
         base = res.row_base
         for b in res.batches:
-            rows = b.rows + base if base else b.rows
+            rows = b.id_rows() + base if base else b.id_rows()
             dup = tracker.check(b.ids, rows) if len(b.ids) else {}
             final: dict[int, tuple[str, str]] = {}
             for r, c, w in b.problems:
@@ -492,15 +498,19 @@ def load_existing_ids(ds, check_existing_ids: bool = True):
     return ds.to_table(columns=[ID_COLUMN]).column(ID_COLUMN).to_numpy()
 
 
-def prepare(table, key: str | None):
-    """Open the latest version; return (ds, AddResult if ``key`` was already ingested, else None)."""
+def prepare(table, key: str | None, t0: float | None = None):
+    """Open the latest version; return (ds, skipped AddResult if ``key`` was already committed, else None).
+
+    The skipped result's ``committed_version`` attribute is the version that committed the key."""
     from .job import AddResult, already_ingested
     ds = table._open_latest()
     if key is not None:
         done = already_ingested(table, key)
         if done is not None:
             log.info("ingest: key %s already committed (version %s): nothing to do", key, done)
-            return ds, AddResult(0, 0, ds.version, key, skipped=True)
+            r = AddResult(0, 0, ds.version, key, skipped=True, seconds=time.time() - t0 if t0 else 0.0)
+            r.committed_version = done
+            return ds, r
     return ds, None
 
 
@@ -511,9 +521,12 @@ def make_target(table, ds, snap, spec: TableSpec, mode: str, on_bad_rows: str, i
 
 
 def finalize(table, engine, results: list[StreamResult], target: IngestTarget, read_version: int, snap,
-             key: str | None, existing, t0: float, empty_what: str):
-    """Merge task results, apply on_bad_rows, rewrite cross-task duplicates, commit once; return AddResult."""
-    from .job import AddResult, _write_record, commit_written, write_rejects
+             key: str | None, existing, t0: float, empty_what: str, sources: list | None = None,
+             files_skipped: int = 0):
+    """Merge task results, apply on_bad_rows, rewrite cross-task duplicates, commit once; return AddResult.
+
+    ``sources``: the Parquet files ingested (recorded with the commit, like the local engine does)."""
+    from .job import AddResult, _write_record, commit_written, record_sources, write_rejects
     try:
         if sum(r.rows_read for r in results) == 0:
             raise InvalidArgumentError(f"{empty_what} is empty: no rows to add to table {table.name!r}")
@@ -531,11 +544,14 @@ def finalize(table, engine, results: list[StreamResult], target: IngestTarget, r
     if written.rows:
         try:
             version = commit_written(table, written, read_version, target.mode, snap, key,
-                                     new_schema=target.spec.output_schema() if target.mode == "overwrite" else None)
+                                     new_schema=target.spec.output_schema() if target.mode == "overwrite" else None,
+                                     sources=sources)
         except BaseException:
             delete_written(table.store, table.data_uri, written)
             raise
     elif key is not None:
+        if sources:
+            record_sources(table, sources, key, read_version)
         _write_record(table, key, {"state": "committed", "version": read_version, "rows": 0,
                                    "files": [], "read_version": read_version})
     if out.rejects:
@@ -544,7 +560,8 @@ def finalize(table, engine, results: list[StreamResult], target: IngestTarget, r
     log.info("ingest: %d rows added, %d rejected, version %s (%.1fs)", written.rows, out.rejected, version,
              time.time() - t0)
     return AddResult(written.rows, out.rejected, version, key, False,
-                     [list(p) for p in out.problems[:MAX_REPORTED_PROBLEMS * 4]], time.time() - t0, written.bytes)
+                     [list(p) for p in out.problems[:MAX_REPORTED_PROBLEMS * 4]], time.time() - t0, written.bytes,
+                     files_skipped)
 
 
 def session(engine):
@@ -594,11 +611,17 @@ def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str =
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
                                    f"table {table.name!r})")
+    from .job import AddResult, new_sources, record_sources
     files = resolve_files(data, table.lake.storage_options)
+    files, old_files = new_sources(table, files)  # files committed by earlier ingestions are left out
+    if not files:
+        return AddResult(0, 0, table._open_latest().version, idempotency_key or sources_key(old_files),
+                         skipped=True, seconds=time.time() - t0, files_skipped=len(old_files))
     key = idempotency_key or sources_key(files)
-    ds, done = prepare(table, key)
+    ds, done = prepare(table, key, t0)
     if done is not None:
-        done.seconds = time.time() - t0
+        record_sources(table, files, key, done.committed_version)  # its run died before recording them
+        done.files_skipped = len(files) + len(old_files)
         return done
     read_version = ds.version
     from .job import table_spec
@@ -625,4 +648,5 @@ def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str =
         # a task that fails cleans up its own files; files of crashed attempts are left to vacuum
         results = eng.map(run_slice_task, tasks, name="ingest")
         return finalize(table, eng, results, target, read_version, snap, key, existing, t0,
-                        f"Parquet source(s) {', '.join(f.uri for f in files[:5])}")
+                        f"Parquet source(s) {', '.join(f.uri for f in files[:5])}", sources=files,
+                        files_skipped=len(old_files))

@@ -58,7 +58,8 @@ def search(table, queries, k: int = 10, nprobe: int | None = None, filter: str |
     if filter is not None:
         mask_for, _ = filter_mask(snap.ds, filter, table.store)
     probe = nprobe or (snap.index.default_nprobe if snap.index else 0)
-    reader = FragmentReader(snap.ds, table.data_uri, table.store, table.lake.cache, table.name)
+    reader = FragmentReader(snap.ds, table.data_uri, table.store, table.lake.cache, table.name,
+                            memory=table.lake.memory_cache)
     io_threads = SEARCH_PREFETCH if table.store.loc.is_local else SEARCH_IO_THREADS_REMOTE
     topk, cands, stats = batch_search(snap, reader, q, k, probe, meta.metric, mask_for, io_threads=io_threads)
     found = topk.ref >= 0

@@ -50,13 +50,14 @@ class FragmentReader:
     """Reads fragments of one dataset version, via the cache when there is one."""
 
     def __init__(self, ds: lance.LanceDataset, data_uri: str, store: ObjectStore, cache=None,
-                 table_key: str = ""):
+                 table_key: str = "", memory=None):
         self.ds = ds
         self.data_uri = data_uri.rstrip("/")
         self.store = store
         self.cache = cache  # lakevec.cache.NvmeCache or None
         self.table_key = table_key
         self.local = store.loc.is_local
+        self.memory = memory  # search.memcache.BlockCache or None
 
     def file_uri(self, frag: FragmentInfo) -> str:
         return f"{self.data_uri}/data/{frag.file}"
@@ -67,6 +68,17 @@ class FragmentReader:
         if frag.has_deletions or not frag.single_file:
             return self._read_lance(frag, cols)
         uri = self.file_uri(frag)
+        key = (uri, tuple(cols))
+        if self.memory is not None:
+            hit = self.memory.get(key)
+            if hit is not None:
+                return hit
+        tbl = self._read_uncached(frag, uri, cols, partition)
+        if self.memory is not None:
+            self.memory.put(key, tbl)
+        return tbl
+
+    def _read_uncached(self, frag: FragmentInfo, uri: str, cols: list[str], partition: int) -> pa.Table:
         copy = self._local_copy(uri, frag, partition)
         if copy is None:  # no local copy possible (e.g. local disk full): let Lance read the object
             return self._read_lance(frag, cols)

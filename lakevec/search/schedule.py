@@ -31,15 +31,23 @@ def shared_pool(kind: str, size: int) -> ThreadPoolExecutor:
         return pool
 
 
+_BLAS = None
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Limit BLAS to one thread inside the block (no-op if threadpoolctl is unavailable)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS = ThreadpoolController()  # inspecting the loaded libraries is slow: do it once
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            _BLAS = False
+    if _BLAS is False:
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _BLAS.limit(limits=1, user_api="blas"):
         yield
 
 

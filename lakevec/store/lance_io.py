@@ -8,11 +8,25 @@ from .accounting import IOCounters
 from .objects import wrap_io_error
 
 
+_SESSION = None
+
+
+def _session():
+    """Return one Lance Session per process: re-opening a dataset then reuses its cached metadata."""
+    global _SESSION
+    if _SESSION is None:
+        try:
+            _SESSION = lance.Session()
+        except Exception:  # pragma: no cover - older pylance
+            _SESSION = False
+    return _SESSION or None
+
+
 def open_dataset(uri: str, storage_options: dict | None, version: int | None = None,
                  what: str | None = None) -> lance.LanceDataset:
     """Open the Lance dataset at ``uri`` (optionally at ``version``)."""
     try:
-        return lance.dataset(uri, version=version, storage_options=storage_options)
+        return lance.dataset(uri, version=version, storage_options=storage_options, session=_session())
     except Exception as e:
         err = wrap_io_error(e, f"opening {what or uri}")
         text = str(e)

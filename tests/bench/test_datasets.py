@@ -174,3 +174,18 @@ def test_peers_and_report_smoke(tmp_path):
     assert R.build_report([[good]])["targets"][1]["status"] == "SKIP"
     R.write_json(rep, tmp_path / "r.json")
     assert "FAIL" in R.format_report(rep) and (tmp_path / "r.json").stat().st_size > 0
+
+
+def test_generator_recall_depends_on_nprobe():
+    """Calibration guard: IVF with nlist ~ sqrt(n) is neither trivial at nprobe=1 nor hopeless at ~25%."""
+    from lakevec.bench import peers as P
+    base, queries = D.generate_clustered(20000, n_queries=200, seed=0)
+    gt, _ = D.exact_knn(base, queries, 10)
+    peer = P.FaissIvfFlatPeer(threads=1)
+    peer.build(base, nlist=141)
+    r1 = M.recall_at_k(peer.search(queries, 10, 1), gt, 10)
+    r8 = M.recall_at_k(peer.search(queries, 10, 8), gt, 10)
+    r36 = M.recall_at_k(peer.search(queries, 10, 36), gt, 10)
+    assert r1 < 0.7, r1
+    assert r1 < r8 < r36
+    assert r36 >= 0.95, r36

@@ -1,4 +1,4 @@
-"""lakevec.spark / lakevec.ray: write a DataFrame / Dataset into a table (one commit), read a table back with a filter."""
+"""lakevec.spark / lakevec.ray: write a DataFrame / Dataset into a table (one commit), read it back with a filter."""
 from __future__ import annotations
 
 import numpy as np

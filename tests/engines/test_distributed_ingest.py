@@ -14,7 +14,6 @@ import pytest
 from core_helpers import TableState, data_files, source_root, table_vectors, write_parquet
 
 import lakevec
-from lakevec.config import META_DIR
 from lakevec.engines.faults import FailOnce
 from lakevec.index.ivf import IvfModel
 
@@ -93,6 +92,27 @@ def test_explicit_idempotency_key(dist_engine, local_lake, tmp_path, small_tasks
         r2 = t.add(src, engine=dist_engine, idempotency_key="nightly-2024-06-01")
     assert r1.rows_added == len(rows["id"]) and r2.skipped and r2.rows_added == 0
     assert t.count_rows() == len(rows["id"])
+
+
+def test_only_new_files_of_a_folder_are_ingested(dist_engine, local_lake, ref_lake, tmp_path, small_tasks):
+    from conftest import Storage
+    src, rows = make_sources(Storage("local", local_lake.uri, None), tmp_path)
+    ref = ref_lake.create_table("t", dim=DIM)
+    t = local_lake.create_table("t", dim=DIM)
+    ref.add(src)
+    with small_tasks(dist_engine, TASK_BYTES):
+        t.add(src, engine=dist_engine)
+    # a new file lands in the folder: the next run ingests it alone (the others were committed)
+    write_parquet(Storage("local", local_lake.uri, None), src, "e.parquet", _arrow(_rows(20_000, 300, seed=7)))
+    r_ref = ref.add(src)
+    with small_tasks(dist_engine, TASK_BYTES):
+        r = t.add(src, engine=dist_engine)
+    assert (r.rows_added, r.files_skipped, r.key) == (r_ref.rows_added, r_ref.files_skipped, r_ref.key) == \
+        (300, 4, r_ref.key)
+    _same_rows(t, ref)
+    with small_tasks(dist_engine, TASK_BYTES):
+        again = t.add(src, engine=dist_engine)
+    assert again.skipped and again.files_skipped == 5 and t.count_rows() == len(rows["id"]) + 300
 
 
 def test_append_to_indexed_table_writes_partition_pure_fragments(dist_engine, lake, tmp_path, small_tasks):
