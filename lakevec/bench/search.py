@@ -28,7 +28,7 @@ import numpy as np
 from .datasets import default_cache_dir, load_dataset
 from .peers import (BruteForcePeer, CallablePeer, FaissIvfFlatPeer, LanceIvfFlatPeer, at_equal_recall,
                     run_peer)
-from .report import build_report, print_report, write_json
+from .report import DEFAULT_TARGETS, build_report, print_report, write_json
 
 
 def _log(msg: str) -> None:
@@ -71,11 +71,11 @@ def ensure_lake(ds, work: Path, nlist: int | None, rebuild: bool) -> dict:
     return {**info, "root": str(root), "reused": False}
 
 
-def run(args) -> dict:
+def run(args, dataset: str) -> dict:
     """Run the benchmark on one dataset; return the report dict."""
     work = Path(args.work_dir or (default_cache_dir() / "search"))
     work.mkdir(parents=True, exist_ok=True)
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, n_queries=args.queries, progress=_log)
+    ds = load_dataset(dataset, data_dir=args.data_dir, n_queries=args.queries, progress=_log)
     queries = np.ascontiguousarray(ds.queries[: args.queries] if args.queries else ds.queries, dtype=np.float32)
     gt = ds.gt_ids[: len(queries), : args.k]
     _log(f"dataset {ds.name}: {ds.n} x {ds.dim}, {len(queries)} queries")
@@ -140,17 +140,26 @@ def run(args) -> dict:
             res.append(run_peer(BruteForcePeer(ds.base, ds.metric), queries, gt, args.k, None,
                                 max_queries=min(len(queries), args.brute_queries), single_query_samples=0))
         runs.append(res)
-    report = build_report(runs, dataset=ds.info(), builds=builds,
+    targets = DEFAULT_TARGETS
+    notes = ["lakevec searches a lake on local disk (warm OS cache after the first run)",
+             "Lance per-query and brute force measure a fixed sample and extrapolate qps"]
+    if ds.n < 1_000_000:
+        # The issue's throughput and memory targets are defined on the 1M x 128 set; on small sets the
+        # fixed per-call costs dominate, so only recall is judged there (ratios are still printed).
+        targets = tuple(t for t in DEFAULT_TARGETS if t.field == "recall")
+        notes.append("throughput/RSS targets apply to the 1M set (--dataset clustered-1m); only recall is judged here")
+    report = build_report(runs, dataset=ds.info(), builds=builds, targets=targets,
                           config={"k": args.k, "nlist": nlist, "threads": args.threads, "repeat": args.repeat,
                                   "queries": len(queries), "lance_queries": args.lance_queries},
-                          notes=["lakevec searches a lake on local disk (warm OS cache after the first run)",
-                                 "Lance per-query and brute force measure a fixed sample and extrapolate qps"])
+                          notes=notes)
     return report
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lakevec bench search", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="sift10k", help="sift10k | bigann10k | clustered-1m | clustered-<rows>")
+    p.add_argument("--dataset", default="sift10k,clustered-1m",
+                   help="comma-separated: sift10k | bigann10k | clustered-1m | clustered-<rows> "
+                        "(the 1M set is generated and cached on first use: a few minutes)")
     p.add_argument("--queries", type=int, default=None, help="number of queries (default: all of the set's)")
     p.add_argument("-k", "--k", type=int, default=10)
     p.add_argument("--nlist", type=int, default=None, help="IVF partitions (default: lakevec's default)")
@@ -171,12 +180,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    report = run(args)
-    print_report(report)
+    reports = []
+    for name in [d.strip() for d in args.dataset.split(",") if d.strip()]:
+        report = run(args, name)
+        print_report(report)
+        print()
+        reports.append(report)
     if args.out:
-        write_json(report, args.out)
+        write_json(reports[0] if len(reports) == 1 else {"reports": reports}, args.out)
         _log(f"wrote {args.out}")
-    return 0 if all(t["status"] != "FAIL" for t in report["targets"]) else 1
+    return 0 if all(t["status"] != "FAIL" for r in reports for t in r["targets"]) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -102,11 +102,15 @@ class IdTracker:
             kept = np.flatnonzero(keep)
             o = np.argsort(ids[kept], kind="stable")
             self._seen_chunks.append((ids[kept][o], np.asarray(rows)[kept][o]))
-            if len(self._seen_chunks) > 8:
-                cat_ids = np.concatenate([c[0] for c in self._seen_chunks])
-                cat_rows = np.concatenate([c[1] for c in self._seen_chunks])
+            # LSM-style: merge the newest chunk into its predecessor while they are of similar size, so
+            # there are O(log n) chunks (cheap lookups) and each id is re-sorted O(log n) times.
+            ch = self._seen_chunks
+            while len(ch) > 1 and 2 * len(ch[-1][0]) >= len(ch[-2][0]):
+                (a_ids, a_rows), (b_ids, b_rows) = ch[-2], ch[-1]
+                cat_ids = np.concatenate([a_ids, b_ids])
+                cat_rows = np.concatenate([a_rows, b_rows])
                 o = np.argsort(cat_ids, kind="stable")
-                self._seen_chunks = [(cat_ids[o], cat_rows[o])]
+                ch[-2:] = [(cat_ids[o], cat_rows[o])]
         else:
             for i, v in enumerate(ids):
                 if v in self._existing_str:
