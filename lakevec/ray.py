@@ -33,8 +33,7 @@ import pyarrow as pa
 
 from .config import ID_COLUMN, VECTOR_COLUMN
 from .errors import EngineError, InvalidArgumentError
-from .ingest.distributed import (IngestTarget, as_table, finalize, ingest_stream, load_existing_ids, make_target,
-                                 prepare, resolve_user_spec)
+from .ingest.distributed import (IngestTarget, begin_frame_write, finalize, ingest_stream)
 
 READ_TASK_BYTES = 128 << 20
 
@@ -114,25 +113,13 @@ def write(ds, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
     from ray.data import DataContext
 
     from .engines import get_engine
-    from .ingest.job import BAD_ROW_MODES, _check_key, table_spec
     t0 = time.time()
-    table = as_table(table, storage_options)
-    table._check_writable()
-    if on_bad_rows not in BAD_ROW_MODES:
-        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
-    if idempotency_key is not None:
-        _check_key(idempotency_key)
-    key = idempotency_key
-    lds, done = prepare(table, key, t0)
-    if done is not None:
-        return done
-    spec = table_spec(table, lds)
-    snap = table._snapshot_of(lds)
     source = "ray Dataset"
-    schema = _plain_schema(_dataset_schema(ds), vector_column)
-    spec, mode = resolve_user_spec(spec, schema, id_column, vector_column, source)
-    target = make_target(table, lds, snap, spec, mode, on_bad_rows, id_column, vector_column)
-    existing = load_existing_ids(lds, check_existing_ids)
+    w = begin_frame_write(table, _plain_schema(_dataset_schema(ds), vector_column), source, id_column,
+                          vector_column, on_bad_rows, idempotency_key, storage_options, check_existing_ids, t0)
+    if w.done is not None:
+        return w.done
+    table, lds, snap, target, existing, key = w.table, w.ds, w.snap, w.target, w.existing, w.key
     ctx = DataContext.get_current()
     old_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True  # results in dataset order: row numbers and first-wins

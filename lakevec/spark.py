@@ -32,8 +32,8 @@ import pyarrow as pa
 
 from .config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
 from .errors import EngineError, InvalidArgumentError
-from .ingest.distributed import (IngestTarget, StreamResult, as_table, finalize, ingest_stream, load_existing_ids,
-                                 make_target, prepare, resolve_user_spec)
+from .ingest.distributed import (IngestTarget, StreamResult, as_table, begin_frame_write, finalize,
+                                 ingest_stream)
 
 READ_TASK_BYTES = 128 << 20
 _RESULT_SCHEMA = "part long, payload binary"
@@ -80,24 +80,13 @@ def write(df, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from .engines import get_engine
-    from .ingest.job import BAD_ROW_MODES, _check_key, table_spec
     t0 = time.time()
-    table = as_table(table, storage_options)
-    table._check_writable()
-    if on_bad_rows not in BAD_ROW_MODES:
-        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
-    if idempotency_key is not None:
-        _check_key(idempotency_key)
-    key = idempotency_key
-    ds, done = prepare(table, key, t0)
-    if done is not None:
-        return done
-    spec = table_spec(table, ds)
-    snap = table._snapshot_of(ds)
     source = "spark DataFrame"
-    spec, mode = resolve_user_spec(spec, to_arrow_schema(df.schema), id_column, vector_column, source)
-    target = make_target(table, ds, snap, spec, mode, on_bad_rows, id_column, vector_column)
-    existing = load_existing_ids(ds, check_existing_ids)
+    w = begin_frame_write(table, to_arrow_schema(df.schema), source, id_column, vector_column, on_bad_rows,
+                          idempotency_key, storage_options, check_existing_ids, t0)
+    if w.done is not None:
+        return w.done
+    table, ds, snap, target, existing, key = w.table, w.ds, w.snap, w.target, w.existing, w.key
     try:
         collected = df.mapInArrow(_PartitionWriter(target, source), _RESULT_SCHEMA).collect()
     except Exception as e:

@@ -117,3 +117,29 @@ def target(name: str, value, op: str, threshold: float) -> dict:
         return {"name": name, "value": None, "op": op, "threshold": threshold, "status": "SKIP"}
     ok = value >= threshold if op == ">=" else value <= threshold
     return {"name": name, "value": value, "op": op, "threshold": threshold, "status": "PASS" if ok else "FAIL"}
+
+
+def report_tail(rep: dict, value_format: str = ".2f") -> list[str]:
+    """Return the closing lines shared by the engine benchmarks: engine start-up times and targets."""
+    lines = []
+    if rep.get("engine_startup_seconds"):
+        lines.append("engine start-up (not in the timings): " + ", ".join(
+            f"{k} {v:.1f}s" for k, v in rep["engine_startup_seconds"].items()))
+    if rep["targets"]:
+        lines += ["", "targets:"]
+        for t in rep["targets"]:
+            v = "-" if t["value"] is None else format(t["value"], value_format)
+            lines.append(f"  {t['status']:4}  {t['name']}: {v} ({t['op']} {t['threshold']})")
+    return lines
+
+
+def bench_main(name: str, parser, run, format_report, argv=None) -> int:
+    """Parse ``argv``, run the benchmark, print its report, write JSON (--out); exit 1 if a target fails."""
+    args = parser().parse_args(argv)
+    rep = run(args)
+    print(format_report(rep))
+    if args.out:
+        from .report import write_json
+        write_json(rep, args.out)
+        log(name, f"wrote {args.out}")
+    return 0 if all(t["status"] != "FAIL" for t in rep["targets"]) else 1

@@ -28,7 +28,8 @@ import sys
 import tempfile
 import time
 
-from .engines import ENGINES, aggregate, log, mmm, parse_engines, ratio, sessions, table, target
+from .engines import (ENGINES, aggregate, bench_main, log, mmm, parse_engines, ratio, report_tail, sessions,
+                      table, target)
 
 PEERS = ("lance_write_dataset", "ray_parquet", "spark_parquet_local")
 TARGET_RATIO = 0.7
@@ -189,26 +190,12 @@ def format_report(rep: dict) -> str:
         rows.append([lab, mmm(s.get("seconds"), ".2f"), mmm(s.get("rows_per_s"), ",.0f"), mmm(s.get("mb_per_s"), ".0f"),
                      mmm(rep["ratios_vs_lance"].get(lab), ".2f") if lab != "lance_write_dataset" else "1.00"])
     lines.append(table(rows))
-    if rep.get("engine_startup_seconds"):
-        lines.append("engine start-up (not in the timings): " + ", ".join(
-            f"{k} {v:.1f}s" for k, v in rep["engine_startup_seconds"].items()))
-    if rep["targets"]:
-        lines += ["", "targets:"]
-        for t in rep["targets"]:
-            v = "-" if t["value"] is None else f"{t['value']:.2f}"
-            lines.append(f"  {t['status']:4}  {t['name']}: {v} ({t['op']} {t['threshold']})")
+    lines += report_tail(rep, ".2f")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    rep = run(args)
-    print(format_report(rep))
-    if args.out:
-        from .report import write_json
-        write_json(rep, args.out)
-        log("ingest", f"wrote {args.out}")
-    return 0 if all(t["status"] != "FAIL" for t in rep["targets"]) else 1
+    return bench_main("ingest", parser, run, format_report, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -187,18 +187,30 @@ def sources_key(files: list[FileSource]) -> str:
 
 
 def iter_parquet(src: FileSource, storage_options: dict | None, batch_rows: int = INGEST_BATCH_ROWS,
-                 columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """Yield the record batches of one Parquet file, retrying a failed row group from where it failed."""
-    group = 0
+                 columns: list[str] | None = None, row_groups: tuple[int, int] | None = None,
+                 with_rows: bool = False) -> Iterator:
+    """Yield the record batches of one Parquet file (or of row groups ``[start, stop)`` of it).
+
+    A failed read is retried from the row group it failed on: the iteration is retried, not only the
+    open. With ``with_rows`` it yields ``(first row number in the file, batch)``.
+    """
+    group = None
+    row = 0
     attempts = 0
     while True:
         try:
             pf = _open_parquet(src, storage_options)
-            n_groups = pf.metadata.num_row_groups
-            while group < n_groups:
+            md = pf.metadata
+            start, stop = row_groups if row_groups is not None else (0, md.num_row_groups)
+            stop = min(stop, md.num_row_groups)
+            if group is None:
+                group = start
+                row = sum(md.row_group(g).num_rows for g in range(start))
+            while group < stop:
                 tbl = pf.read_row_group(group, columns=columns)
                 for b in tbl.to_batches(max_chunksize=batch_rows):
-                    yield b
+                    yield (row, b) if with_rows else b
+                    row += b.num_rows
                 group += 1
                 attempts = 0
             return

@@ -47,7 +47,7 @@ from ..errors import InvalidArgumentError, LakevecError, StorageError, Validatio
 from ..index.ivf import IvfModel
 from ..store.location import parse_location
 from ..store.objects import ObjectStore, wrap_io_error
-from .convert import FileSource, _open_parquet, is_path_input, rename_columns, resolve_files, sources_key
+from .convert import FileSource, _open_parquet, is_path_input, iter_parquet, rename_columns, resolve_files, sources_key
 from .validate import IdTracker, TableSpec, check_batch, format_problems
 from .write import FragmentSink, WrittenFiles, delete_written
 
@@ -55,7 +55,6 @@ log = logging.getLogger("lakevec.ingest")
 
 INGEST_TASK_BYTES = 512 << 20  # most source bytes one task reads (distributed engines split below this)
 MIN_TASK_BYTES = 32 << 20  # smaller slices cost more in task overhead and tiny fragments than they gain
-READ_RETRIES = 3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,39 +204,14 @@ def ingest_stream(batches, target: IngestTarget, task_id: int, model: IvfModel |
 
 
 def _iter_part(part: FilePart, options: dict | None, id_column: str, vector_column: str):
-    """Yield (source, first_row, batch) of one file part; retries a failed row group from where it failed.
+    """Yield (source, first_row, batch) of one file part (``convert.iter_parquet``: resumable reads).
 
     Batches are cut exactly as the local engine cuts them (row group by row group, INGEST_BATCH_ROWS),
     so row numbers and validation messages are identical.
     """
     src = part.source
-    attempts = 0
-    group = None
-    row = 0
-    while True:
-        try:
-            pf = _open_parquet(src, options)
-            md = pf.metadata
-            start, stop = part.row_groups if part.row_groups is not None else (0, md.num_row_groups)
-            stop = min(stop, md.num_row_groups)
-            if group is None:
-                group = start
-                row = sum(md.row_group(g).num_rows for g in range(start))
-            while group < stop:
-                tbl = pf.read_row_group(group)
-                for b in tbl.to_batches(max_chunksize=INGEST_BATCH_ROWS):
-                    yield src.uri, row, rename_columns(b, id_column, vector_column, src.uri)
-                    row += b.num_rows
-                group += 1
-                attempts = 0
-            return
-        except LakevecError:
-            raise
-        except (OSError, pa.ArrowException) as e:
-            attempts += 1
-            if attempts > READ_RETRIES or isinstance(e, pa.ArrowInvalid):
-                raise wrap_io_error(e, f"reading Parquet {src.uri} (row group {group})") from e
-            time.sleep(0.2 * 2 ** attempts)
+    for row, b in iter_parquet(src, options, INGEST_BATCH_ROWS, row_groups=part.row_groups, with_rows=True):
+        yield src.uri, row, rename_columns(b, id_column, vector_column, src.uri)
 
 
 def run_slice_task(task: SliceTask) -> StreamResult:
@@ -564,6 +538,39 @@ def prepare(table, key: str | None, t0: float | None = None):
             r.committed_version = done
             return ds, r
     return ds, None
+
+
+@dataclass
+class FrameWrite:
+    """The driver's state for writing a Spark DataFrame / Ray Dataset (see ``begin_frame_write``)."""
+
+    table: object
+    ds: object  # the Lance dataset version read
+    snap: object
+    target: IngestTarget | None
+    existing: object
+    key: str | None
+    done: object = None  # the AddResult when the key was already committed (nothing to do)
+
+
+def begin_frame_write(table, schema: pa.Schema, source: str, id_column: str, vector_column: str,
+                      on_bad_rows: str, idempotency_key: str | None, storage_options: dict | None,
+                      check_existing_ids: bool, t0: float) -> FrameWrite:
+    """Check the arguments, open the version to append to and plan the tasks' target (driver side)."""
+    from .job import BAD_ROW_MODES, _check_key, table_spec
+    table = as_table(table, storage_options)
+    table._check_writable()
+    if on_bad_rows not in BAD_ROW_MODES:
+        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
+    if idempotency_key is not None:
+        _check_key(idempotency_key)
+    ds, done = prepare(table, idempotency_key, t0)
+    if done is not None:
+        return FrameWrite(table, ds, None, None, None, idempotency_key, done)
+    snap = table._snapshot_of(ds)
+    spec, mode = resolve_user_spec(table_spec(table, ds), schema, id_column, vector_column, source)
+    target = make_target(table, ds, snap, spec, mode, on_bad_rows, id_column, vector_column)
+    return FrameWrite(table, ds, snap, target, load_existing_ids(ds, check_existing_ids), idempotency_key)
 
 
 def make_target(table, ds, snap, spec: TableSpec, mode: str, on_bad_rows: str, id_column: str,

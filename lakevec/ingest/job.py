@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 
 import lance
-import numpy as np
 import pyarrow as pa
 
 from ..config import ID_COLUMN, MAX_REPORTED_PROBLEMS, PARTITION_COLUMN, VECTOR_COLUMN

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from ..config import ID_COLUMN, PARTITION_COLUMN, SEARCH_IO_THREADS_REMOTE, SEARCH_PREFETCH, VECTOR_COLUMN
+from ..config import ID_COLUMN, PARTITION_COLUMN, SEARCH_IO_THREADS_REMOTE, SEARCH_PREFETCH
 from ..errors import InvalidArgumentError
 from ..store.lance_io import drain_io_stats
 from .executor import batch_search, prepare_queries

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import SEARCH_PREFETCH, SEARCH_QUERY_BLOCK, SEARCH_THREADS
-from ..errors import InvalidArgumentError, LakevecError
+from ..errors import InvalidArgumentError
 from ..snapshot import FragmentInfo, Snapshot
 from .kernels import TopK, finish, partial_scores, scaled_queries, sq_norms, topk_rows
 from .reader import Block, FragmentReader
