@@ -100,10 +100,7 @@ def run_build_task(task: BuildTask) -> BuildTaskResult:
     rows = 0
     cols = [f.name for f in task.schema if f.name != PARTITION_COLUMN]
     try:
-        pieces = [(ds.get_fragment(fid), None, None) for fid in task.fragment_ids]
-        pieces += [(ds.get_fragment(fid), off, lim) for fid, off, lim in task.row_ranges]
-        for fr, off, lim in pieces:
-            for batch in fr.to_batches(columns=cols, batch_size=65536, offset=off, limit=lim):
+        for batch in _task_batches(task, ds, cols):
                 vec = np.ascontiguousarray(vectors_of(batch.column(VECTOR_COLUMN)), dtype=np.float32)
                 parts = model.assign(vec)
                 np.add.at(part_rows, parts, 1)
@@ -116,6 +113,52 @@ def run_build_task(task: BuildTask) -> BuildTaskResult:
         delete_written(store, task.data_uri, sink.out)
         raise
     return BuildTaskResult(task.task_id, written, best_d, best_p, best_i, rows, time.time() - t0, part_rows)
+
+
+_PREFETCHED: dict = {}  # task key -> Future of its batches (local engine: read while k-means trains)
+
+
+def _task_key(task: BuildTask) -> tuple:
+    return (task.data_uri, task.read_version, tuple(task.fragment_ids), tuple(task.row_ranges))
+
+
+def _read_task_batches(task: BuildTask, ds, cols: list[str]):
+    pieces = [(ds.get_fragment(fid), None, None) for fid in task.fragment_ids]
+    pieces += [(ds.get_fragment(fid), off, lim) for fid, off, lim in task.row_ranges]
+    for fr, off, lim in pieces:
+        yield from fr.to_batches(columns=cols, batch_size=65536, offset=off, limit=lim)
+
+
+def _task_batches(task: BuildTask, ds, cols: list[str]):
+    """Yield the task's rows: prefetched ones when the driver read them during training, else read now."""
+    fut = _PREFETCHED.pop(_task_key(task), None)
+    if fut is not None:
+        try:
+            batches = fut.result()
+        except Exception:
+            batches = None  # the prefetch failed: read again here, with the normal error handling
+        if batches is not None:
+            batches.reverse()
+            while batches:  # drop each batch once handed over: the sink holds its own copy
+                yield batches.pop()
+            return
+    yield from _read_task_batches(task, ds, cols)
+
+
+def _start_prefetch(task: BuildTask):
+    """Read a task's rows on a background thread (I/O overlaps the CPU-bound k-means); return the Future."""
+    from concurrent.futures import ThreadPoolExecutor
+    cols = [f.name for f in task.schema if f.name != PARTITION_COLUMN]
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakevec-build-prefetch")
+
+    def read():
+        ds = open_dataset(task.data_uri, task.storage_options, task.read_version)
+        return list(_read_task_batches(task, ds, cols))
+
+    fut = pool.submit(read)
+    pool.shutdown(wait=False)
+    _PREFETCHED[_task_key(task)] = fut
+    return fut
 
 
 def _calibrate(cq, metric, vec, parts, ids_col, best_d, best_p, best_i) -> None:
@@ -189,7 +232,23 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
     sids = sample.column(ID_COLUMN).to_numpy(zero_copy_only=False)
     train_idx, cal_idx = inverse[:n_train], inverse[n_train:]
     t_sample = time.time() - t0
-    centroids = train_kmeans(vecs[train_idx], nlist, metric, seed=seed)
+    old = [f.metadata for f in ds.get_fragments()]
+    schema = ds.schema
+    from ..engines import engine_name, get_engine, task_bytes_for
+    if task_bytes is None:  # distributed engines: about one task per core (see engines.task_bytes_for)
+        total = sum(int(df.file_size_bytes or 0) for fr in old for df in fr.files)
+        task_bytes = task_bytes_for(engine, total, BUILD_TASK_BYTES)
+    if engine_name(engine) == "local":
+        # The local engine runs the tasks here, after training: read the first task's rows while
+        # k-means (CPU-bound) runs, so the store's latency and bandwidth are hidden behind it.
+        first = plan_build_tasks(table, ds, rv, "pending", schema, task_bytes)[:1]
+        if first:
+            _start_prefetch(first[0])
+    try:
+        centroids = train_kmeans(vecs[train_idx], nlist, metric, seed=seed)
+    except BaseException:
+        _PREFETCHED.clear()
+        raise
     t_train = time.time() - t0 - t_sample
     model = IvfModel(centroids, metric)
     index_id = f"ivf-{rv:06d}-{new_id()[:12]}"
@@ -202,16 +261,13 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
     np.savez(buf, queries=cq, ids=cq_ids)
     table.store.write_bytes(_index_uri(table.loc.uri, index_id, "calib.npz"), buf.getvalue())
 
-    old = [f.metadata for f in ds.get_fragments()]
-    schema = ds.schema
-    from ..engines import engine_name, get_engine, task_bytes_for
-    if task_bytes is None:  # distributed engines: about one task per core (see engines.task_bytes_for)
-        total = sum(int(df.file_size_bytes or 0) for fr in old for df in fr.files)
-        task_bytes = task_bytes_for(engine, total, BUILD_TASK_BYTES)
     tasks = plan_build_tasks(table, ds, rv, index_id, schema, task_bytes)
     results: list[BuildTaskResult] = []
     try:
-        results = get_engine(engine).map(run_build_task, tasks, name="build_index")
+        try:
+            results = get_engine(engine).map(run_build_task, tasks, name="build_index")
+        finally:
+            _PREFETCHED.clear()  # never keep rows of a failed or finished build in memory
         written = WrittenFiles()
         for r in sorted(results, key=lambda r: r.task_id):
             written.extend(r.written)

@@ -19,7 +19,7 @@ from ..index.ivf import IvfModel
 from ..store.objects import ObjectStore, wrap_io_error
 
 FLUSH_BYTES = 256 << 20  # buffered bytes that trigger a write (bounds worker memory)
-WRITE_THREADS = 8  # concurrent fragment writes (per-partition files are small: latency-bound)
+WRITE_THREADS = 16  # concurrent fragment writes (per-partition files are small: latency-bound)
 
 
 @dataclass
