@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import lance
@@ -100,15 +101,27 @@ def run_build_task(task: BuildTask) -> BuildTaskResult:
     rows = 0
     cols = [f.name for f in task.schema if f.name != PARTITION_COLUMN]
     try:
-        for batch in _task_batches(task, ds, cols):
+        # Calibration runs on one helper thread, in batch order, overlapping the assignment of the next
+        # batch and the final writes; at most two batches wait for it (bounded memory).
+        calib = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakevec-calibrate")
+        pending: list = []
+        try:
+            for batch in _task_batches(task, ds, cols):
                 vec = np.ascontiguousarray(vectors_of(batch.column(VECTOR_COLUMN)), dtype=np.float32)
                 parts = model.assign(vec)
                 np.add.at(part_rows, parts, 1)
                 sink.add(batch, vec, partitions=parts)
                 rows += batch.num_rows
                 if len(cq):
-                    _calibrate(cq, task.metric, vec, parts, batch.column(ID_COLUMN), best_d, best_p, best_i)
-        written = sink.finish()
+                    pending.append(calib.submit(_calibrate, cq, task.metric, vec, parts, batch.column(ID_COLUMN),
+                                                best_d, best_p, best_i))
+                    while len(pending) > 2:
+                        pending.pop(0).result()
+            written = sink.finish()
+            for f in pending:
+                f.result()
+        finally:
+            calib.shutdown(wait=True)
     except BaseException:
         delete_written(store, task.data_uri, sink.out)
         raise
