@@ -228,12 +228,7 @@ def run_compact_task(task: CompactTask) -> CompactResult:
                                       storage_options=task.storage_options)
             except Exception as e:
                 raise wrap_io_error(e, f"writing compacted fragments to {task.data_uri}") from e
-            for f in new:
-                for df in f.files:
-                    out.written.partitions[df.path] = part
-                    out.written.bytes += int(df.file_size_bytes or 0)
-                out.written.rows += f.physical_rows
-            out.written.fragments += new
+            out.written.add(new, part)
             out.groups.append((part, tuple(fids), new))
     except BaseException:
         delete_written(ObjectStore(parse_location(task.data_uri, task.storage_options)), task.data_uri, out.written)

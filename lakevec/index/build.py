@@ -303,7 +303,11 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
         new_ds = commit(table.data_uri, op, rv, table.lake.lance_options, f"committing the index of table {table.name!r}")
         new_version = new_ds.version
     except BaseException as e:
-        new_version = _committed_anyway(table, results, rv, e)
+        from ..ingest.job import _commit_happened
+        every = WrittenFiles()
+        for r in results:
+            every.extend(r.written)
+        new_version = _commit_happened(table, every, rv, e) if results else None
         if new_version is None:
             for r in results:
                 delete_written(table.store, table.data_uri, r.written)
@@ -313,21 +317,6 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
     table.files.update_index_meta(meta)
     table._invalidate()
     return meta
-
-
-def _committed_anyway(table, results, read_version: int, err: BaseException) -> int | None:
-    """Return the version if the commit reached the store although the call raised (lost response)."""
-    from ..errors import CommitConflictError
-    from ..ingest.job import _version_with_files
-    if not results or isinstance(err, (CommitConflictError, KeyboardInterrupt)):
-        return None
-    files = set()
-    for r in results:
-        files.update(r.written.partitions)
-    try:
-        return _version_with_files(table, files, read_version)
-    except Exception:
-        return None  # cannot tell: keep the original error; vacuum cleans any orphans later
 
 
 def plan_build_tasks(table, ds, read_version: int, index_id: str, schema: pa.Schema,

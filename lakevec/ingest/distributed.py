@@ -585,7 +585,7 @@ def finalize(table, engine, results: list[StreamResult], target: IngestTarget, r
     """Merge task results, apply on_bad_rows, rewrite cross-task duplicates, commit once; return AddResult.
 
     ``sources``: the Parquet files ingested (recorded with the commit, like the local engine does)."""
-    from .job import AddResult, _write_record, commit_written, record_sources, write_rejects
+    from .job import AddResult, finish_ingest
     try:
         if sum(r.rows_read for r in results) == 0:
             raise InvalidArgumentError(f"{empty_what} is empty: no rows to add to table {table.name!r}")
@@ -599,23 +599,8 @@ def finalize(table, engine, results: list[StreamResult], target: IngestTarget, r
         delete_all(target, results)
         raise
     written = out.written
-    version = read_version
-    if written.rows:
-        try:
-            version = commit_written(table, written, read_version, target.mode, snap, key,
-                                     new_schema=target.spec.output_schema() if target.mode == "overwrite" else None,
-                                     sources=sources)
-        except BaseException:
-            delete_written(table.store, table.data_uri, written)
-            raise
-    elif key is not None:
-        if sources:
-            record_sources(table, sources, key, read_version)
-        _write_record(table, key, {"state": "committed", "version": read_version, "rows": 0,
-                                   "files": [], "read_version": read_version})
-    if out.rejects:
-        write_rejects(table, key, out.rejects)
-    table._invalidate()
+    version = finish_ingest(table, written, read_version, target.mode, snap, key,
+                            target.spec.output_schema() if target.mode == "overwrite" else None, sources, out.rejects)
     log.info("ingest: %d rows added, %d rejected, version %s (%.1fs)", written.rows, out.rejected, version,
              time.time() - t0)
     return AddResult(written.rows, out.rejected, version, key, False,

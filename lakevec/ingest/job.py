@@ -149,22 +149,8 @@ def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
             delete_written(table.store, table.data_uri, sink.out)
         raise
 
-    version = read_version
-    if written.rows:
-        try:
-            version = commit_written(table, written, read_version, mode, snap, key,
-                                     new_schema=sink.schema if mode == "overwrite" else None, sources=files)
-        except BaseException:
-            delete_written(table.store, table.data_uri, written)
-            raise
-    elif key is not None:
-        if files:
-            record_sources(table, files, key, read_version)
-        _write_record(table, key, {"state": "committed", "version": read_version, "rows": 0,
-                                   "files": [], "read_version": read_version})
-    if rejects:
-        write_rejects(table, key, rejects)
-    table._invalidate()
+    version = finish_ingest(table, written, read_version, mode, snap, key,
+                            sink.schema if mode == "overwrite" else None, files, rejects)
     return AddResult(written.rows, rejected, version, key, False,
                      [list(p) for p in problems[:MAX_REPORTED_PROBLEMS * 4]], time.time() - t0, written.bytes,
                      len(old_files))
@@ -193,6 +179,24 @@ def commit_written(table, written: WrittenFiles, read_version: int, mode: str, s
     """Commit fragments written by tasks as one new version; record the key (and the Parquet ``sources``,
     see ``new_sources``); return the version."""
     files = sorted(written.partitions)
+    try:
+        version = _commit(table, written, read_version, mode, snap, key, new_schema, files)
+    except BaseException:
+        # nothing was committed (_commit checked): the files are orphans, remove them now
+        delete_written(table.store, table.data_uri, written)
+        raise
+    # After the commit: a failure to write the records below must not delete committed files.
+    if sources:
+        record_sources(table, sources, key, version)
+    if key is not None:
+        _write_record(table, key, {"state": "committed", "version": version, "read_version": read_version,
+                                   "rows": written.rows, "files": files[:10000], "committed_at": time.time()})
+    return version
+
+
+def _commit(table, written: WrittenFiles, read_version: int, mode: str, snap, key: str | None,
+            new_schema: pa.Schema | None, files: list[str]) -> int:
+    """Write the pending record and the partition-map sidecar, then commit; return the new version."""
     if key is not None:
         _write_record(table, key, {"state": "pending", "read_version": read_version, "files": files[:10000]})
     if snap.index is not None:
@@ -217,11 +221,24 @@ def commit_written(table, written: WrittenFiles, read_version: int, mode: str, s
         version = _commit_happened(table, written, read_version, e)
         if version is None:
             raise
-    if sources:
-        record_sources(table, sources, key, version)
-    if key is not None:
-        _write_record(table, key, {"state": "committed", "version": version, "read_version": read_version,
-                                   "rows": written.rows, "files": files[:10000], "committed_at": time.time()})
+    return version
+
+
+def finish_ingest(table, written: WrittenFiles, read_version: int, mode: str, snap, key: str | None,
+                  new_schema: pa.Schema | None, sources, rejects: list) -> int:
+    """Commit what the tasks wrote (or record an empty ingestion), write quarantined rows; return the version."""
+    version = read_version
+    if written.rows:
+        version = commit_written(table, written, read_version, mode, snap, key, new_schema=new_schema,
+                                 sources=sources)
+    elif key is not None:
+        if sources:
+            record_sources(table, sources, key, read_version)
+        _write_record(table, key, {"state": "committed", "version": read_version, "rows": 0,
+                                   "files": [], "read_version": read_version})
+    if rejects:
+        write_rejects(table, key, rejects)
+    table._invalidate()
     return version
 
 

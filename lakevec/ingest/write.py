@@ -32,6 +32,15 @@ class WrittenFiles:
     rows: int = 0
     bytes: int = 0
 
+    def add(self, frags, partition: int) -> None:
+        """Record fragments just written, all of ``partition``."""
+        for f in frags:
+            for df in f.files:
+                self.partitions[df.path] = partition
+                self.bytes += int(df.file_size_bytes or 0)
+            self.rows += f.physical_rows
+        self.fragments += frags
+
     def extend(self, other: "WrittenFiles") -> None:
         self.fragments += other.fragments
         self.partitions.update(other.partitions)
@@ -139,12 +148,7 @@ class FragmentSink:
             raise wrap_io_error(e, f"writing fragments to {self.data_uri}") from e
 
     def _record(self, p: int, frags) -> None:
-        for f in frags:
-            for df in f.files:
-                self.out.partitions[df.path] = p
-                self.out.bytes += int(df.file_size_bytes or 0)
-            self.out.rows += f.physical_rows
-        self.out.fragments += frags
+        self.out.add(frags, p)
 
     def finish(self) -> WrittenFiles:
         """Flush and return what was written."""
