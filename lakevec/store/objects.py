@@ -202,6 +202,81 @@ class ObjectStore:
         """Write ``obj`` as JSON to ``uri``."""
         self.write_bytes(uri, json.dumps(obj, indent=1, sort_keys=True).encode())
 
+    def put_if_absent(self, uri: str, data: bytes) -> bool:
+        """Create the object ``uri`` with ``data`` only if no object exists there; return True if this call
+        created it, False if one already existed (whoever wrote it).
+
+        The check and the write are one atomic step: on S3 a PUT with ``If-None-Match: *`` (AWS S3, MinIO,
+        SeaweedFS), locally a hard link of a fully written temporary file (``link`` fails if the name
+        exists). Concurrent callers on one name: exactly one gets True. This is what claims, leases and
+        commit records rely on; a read-then-write would be a race.
+        """
+        path = self.loc.fs_path(uri)
+        if self.loc.is_local:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                    try:
+                        os.link(tmp, path)
+                        created = True
+                    except FileExistsError:
+                        created = False
+                finally:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+            except OSError as e:
+                raise wrap_io_error(e, f"creating {uri}") from e
+            self.counters.add(puts=1, bytes_written=len(data) if created else 0)
+            return created
+        import botocore.exceptions
+        bucket, _, key = path.partition("/")
+        try:
+            self._s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            created = True
+        except botocore.exceptions.ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                created = False
+            else:
+                raise wrap_io_error(e, f"creating {uri}") from e
+        except Exception as e:
+            raise wrap_io_error(e, f"creating {uri}") from e
+        finally:
+            self.counters.add(puts=1)
+        if created:
+            self.counters.add(bytes_written=len(data))
+        return created
+
+    def put_json_if_absent(self, uri: str, obj) -> bool:
+        """``put_if_absent`` of ``obj`` as JSON."""
+        return self.put_if_absent(uri, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def _s3_client(self):
+        """A botocore S3 client for requests pyarrow cannot make (conditional puts); made once per store."""
+        c = getattr(self, "_botocore", None)
+        if c is None:
+            import botocore.config
+            import botocore.session
+            o = self.loc.options
+            cfg = botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"},
+                                         connect_timeout=5, read_timeout=30, max_pool_connections=32)
+            kw = {}
+            if o.get("aws_access_key_id"):
+                kw = dict(aws_access_key_id=o["aws_access_key_id"], aws_secret_access_key=o.get("aws_secret_access_key"),
+                          aws_session_token=o.get("aws_session_token") or None)
+            c = botocore.session.get_session().create_client(
+                "s3", endpoint_url=o.get("aws_endpoint") or None, region_name=o.get("aws_region", "us-east-1"),
+                config=cfg, **kw)
+            self._botocore = c
+        return c
+
     def delete(self, uri: str) -> None:
         """Delete one object (missing is fine)."""
         try:
