@@ -5,7 +5,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: lakevec state in commit records (lakevec.state); 1 used partition-map sidecars
 LAKE_MARKER = "_lakevec.json"
 DATA_DIR = "data.lance"
 INDEX_DIR = "index"

@@ -63,7 +63,11 @@ class Lake:
             fv = body.get("format_version")
             if not isinstance(fv, int) or fv > FORMAT_VERSION:
                 raise NotALakeError(f"{marker}: lake format version {fv!r} is not supported by this lakevec "
-                                    f"(supports <= {FORMAT_VERSION})")
+                                    f"(supports {FORMAT_VERSION}); upgrade lakevec")
+            if fv < FORMAT_VERSION:
+                raise NotALakeError(f"{marker}: lake format version {fv} was written by an earlier lakevec (0.1, "
+                                    f"partition-map sidecars); this lakevec reads format {FORMAT_VERSION}: export "
+                                    "the tables to Parquet with the old version and ingest them into a new lake")
             return
         if not create:
             raise NotALakeError(f"no lakevec lake at {self.uri} (missing {LAKE_MARKER})")
@@ -110,8 +114,12 @@ class Lake:
         return sorted(names)
 
     def create_table(self, name: str, dim: int, metric: str = "l2", id_type: str = "int64",
-                     exist_ok: bool = False):
-        """Create an empty table of ``dim``-dimensional vectors; return it."""
+                     exist_ok: bool = False, schema: pa.Schema | None = None):
+        """Create an empty table of ``dim``-dimensional vectors; return it.
+
+        ``schema``: the user columns (besides ``id`` and ``vector``), e.g. ``pa.schema([("lang", pa.string())])``.
+        Without it, the first ingestion that brings user columns sets them (a schema commit on the empty
+        table: it cannot race with rows, see ``lakevec.ingest.schema``)."""
         from .table import Table
         check_table_name(name)
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
@@ -130,7 +138,8 @@ class Lake:
                 return t
             raise TableExistsError(f"table {name!r} already exists in {self.uri}")
         meta = TableMeta(name, dim, metric, id_type, time.time(), FORMAT_VERSION, metric == "cosine")
-        schema = TableSpec(name, dim, metric, id_type, None).output_schema(pa.schema([]))
+        user = _user_schema(schema, name)
+        schema = TableSpec(name, dim, metric, id_type, None).output_schema(user)
         data_uri = tloc.join(DATA_DIR)
         try:
             lance.write_dataset(schema.empty_table(), data_uri, schema=schema, mode="create",
@@ -146,13 +155,24 @@ class Lake:
                 raise TableExistsError(f"table {name!r} has data at {data_uri} but no table metadata "
                                        f"({META_DIR}/table.json); drop_table({name!r}) removes it") from e
             if not existing.schema.equals(schema):
-                try:
-                    lance.write_dataset(schema.empty_table(), data_uri, schema=schema, mode="overwrite",
-                                        storage_options=self.lance_options)
-                except Exception as e2:
-                    raise wrap_io_error(e2, f"creating table {name!r} at {data_uri}") from e2
+                self._supersede_empty(data_uri, schema, name)
         files.write_table_meta(meta)  # last: a table exists once its table.json does
         return Table(self, name, meta)
+
+    def _supersede_empty(self, data_uri: str, schema: pa.Schema, name: str) -> None:
+        """Give the empty first version left by a create_table that died before its table.json another schema.
+
+        A Lance ``Merge`` with no fragments on exactly version 1: Lance refuses it if anything committed since
+        (a concurrent creator of the same name already adding rows), so no row can be lost, unlike an Overwrite."""
+        from lance.schema import LanceSchema
+        try:
+            lance.LanceDataset.commit(data_uri, lance.Transaction(1, lance.LanceOperation.Merge(
+                [], LanceSchema.from_pyarrow(schema))), storage_options=self.lance_options, max_retries=0)
+        except Exception as e:
+            if "conflict" in str(e).lower() or "preempted" in str(e).lower():
+                raise TableExistsError(f"table {name!r} is being created concurrently with other columns; open it, "
+                                       "or drop it and create it again") from e
+            raise wrap_io_error(e, f"creating table {name!r} at {data_uri}") from e
 
     def _empty_first_version(self, data_uri: str):
         """Return the dataset at ``data_uri`` if it holds only the empty first version a create_table
@@ -199,6 +219,29 @@ class Lake:
 
     def __repr__(self) -> str:
         return f"Lake({self.uri!r})"
+
+
+def _user_schema(schema, name: str) -> pa.Schema:
+    """Validate the user columns given to create_table."""
+    from .config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
+    if schema is None:
+        return pa.schema([])
+    if isinstance(schema, (list, tuple)):
+        try:
+            schema = pa.schema(schema)
+        except (TypeError, ValueError, pa.ArrowException) as e:
+            raise InvalidArgumentError(f"schema of table {name!r}: {e}") from e
+    if not isinstance(schema, pa.Schema):
+        raise InvalidArgumentError(f"schema must be a pyarrow.Schema of the user columns, got {type(schema).__name__}")
+    fields = []
+    for f in schema:
+        if f.name in (ID_COLUMN, VECTOR_COLUMN):
+            continue  # given for completeness: lakevec types them itself
+        if f.name.startswith("_") or f.name == PARTITION_COLUMN or "." in f.name or not f.name.strip():
+            raise InvalidArgumentError(f"schema of table {name!r}: column name {f.name!r} is not allowed (names "
+                                       "starting with '_' are reserved; no '.', not blank)")
+        fields.append(f)
+    return pa.schema(fields)
 
 
 def connect(uri, storage_options: dict | None = None, cache_dir: str | None = None,

@@ -3,19 +3,15 @@
 Layout under ``<table>/``::
 
     _lakevec/table.json              dim, metric, id type: written once at create_table
-    _lakevec/partmaps/<txn>.json     partition map sidecar: data file name -> (index id, partition)
-    _lakevec/ingest/<key>.json       idempotency record of one ingestion (key -> committed version)
-    _lakevec/rejects.lance           quarantined rows with their reason (on_bad_rows="quarantine")
-    index/<index_id>.json            IVF index metadata (metric, sizes, data version, nprobe calibration)
+    _lakevec/commits/, checkpoints/  the lakevec state of every version (see ``lakevec.state``)
+    _lakevec/ids/<txn>.npy           the id run of one commit (see ``lakevec.commit.ids``)
+    _lakevec/rejects/<txn>.parquet   quarantined rows of one commit
+    _lakevec/claims/, leases/        idempotency claims and running jobs (see ``lakevec.commit.claims``)
+    index/<index_id>.json            IVF index metadata (metric, sizes, nprobe calibration); immutable
     index/<index_id>.centroids.npy   its centroids (float32, nlist x dim)
 
-The partition map is atomic with the data because a sidecar is written *before* the Lance commit
-that adds its files and is keyed by data file name (file names are unique UUIDs and immutable): a
-reader of version v knows the partition of every fragment of v from the sidecars, without reading
-vectors. A sidecar whose commit never happened names files that no version references; it is
-harmless and ``vacuum`` removes it. A fragment with no entry (written before any index, or by a
-concurrent writer unaware of a new index) is "unassigned" and is scanned by every query, so reads
-stay correct in every interleaving.
+Which index is in force, and the partition of every data file, are part of the lakevec state of a
+version, committed atomically with the data (``lakevec.state``): never guessed from what is on the store.
 """
 from __future__ import annotations
 
@@ -81,12 +77,11 @@ class IndexMeta:
 
 
 class TableFiles:
-    """Reads and writes one table's metadata objects through an ObjectStore."""
+    """Reads and writes one table's table.json and index objects through an ObjectStore."""
 
     def __init__(self, store: ObjectStore, table_loc: Location):
         self.store = store
         self.loc = table_loc
-        self._partmaps: dict[str, dict] = {}  # sidecar name -> {file: (index_id, pid)}; immutable
         self._index_cache: dict[str, tuple[IndexMeta, np.ndarray]] = {}
         self._lock = threading.Lock()
 
@@ -99,40 +94,6 @@ class TableFiles:
 
     def read_table_meta(self) -> TableMeta:
         return TableMeta.from_json(self.store.read_json(self.uri(META_DIR, "table.json")))
-
-    # partition maps ---------------------------------------------------------------------------
-    def write_partmap(self, txn: str, index_id: str, files: dict[str, int]) -> None:
-        """Write the sidecar mapping data file names to partitions, before the Lance commit."""
-        body = {"index_id": index_id, "files": {f: int(p) for f, p in files.items()}, "written_at": time.time()}
-        self.store.write_json(self.uri(META_DIR, "partmaps", f"{txn}.json"), body)
-        with self._lock:
-            self._partmaps[f"{txn}.json"] = {f: (index_id, int(p)) for f, p in files.items()}
-
-    def load_partmaps(self) -> dict[str, tuple[str, int]]:
-        """Return {data file name: (index_id, partition)} over all sidecars (one LIST + new GETs)."""
-        names = [n for n in self.store.list_names(self.uri(META_DIR, "partmaps")) if n.endswith(".json")]
-        merged: dict[str, tuple[str, int]] = {}
-        for n in names:
-            with self._lock:
-                m = self._partmaps.get(n)
-            if m is None:
-                try:
-                    body = self.store.read_json(self.uri(META_DIR, "partmaps", n))
-                except StorageError:
-                    continue  # deleted by a concurrent vacuum: it only named unreferenced files
-                m = {f: (body["index_id"], int(p)) for f, p in body["files"].items()}
-                with self._lock:
-                    self._partmaps[n] = m
-            merged.update(m)
-        return merged
-
-    def partmap_names(self) -> list[str]:
-        return [n for n in self.store.list_names(self.uri(META_DIR, "partmaps")) if n.endswith(".json")]
-
-    def delete_partmap(self, name: str) -> None:
-        self.store.delete(self.uri(META_DIR, "partmaps", name))
-        with self._lock:
-            self._partmaps.pop(name, None)
 
     # index objects ----------------------------------------------------------------------------
     def write_index(self, meta: IndexMeta, centroids: np.ndarray | None, known: np.ndarray | None = None) -> None:
@@ -147,44 +108,36 @@ class TableFiles:
         with self._lock:
             self._index_cache[meta.index_id] = (meta, np.asarray(centroids, dtype=np.float32))
 
-    def update_index_meta(self, meta: IndexMeta) -> None:
-        """Rewrite an index's metadata JSON (only to record the committed data version)."""
-        self.store.write_json(self.uri(INDEX_DIR, f"{meta.index_id}.json"), meta.to_json())
-        with self._lock:
-            if meta.index_id in self._index_cache:
-                self._index_cache[meta.index_id] = (meta, self._index_cache[meta.index_id][1])
-
-    def read_index(self, index_id: str) -> tuple[IndexMeta, np.ndarray]:
-        """Return (metadata, centroids) of an index; centroids stay in memory once read."""
+    def centroids(self, index_id: str) -> np.ndarray:
+        """Return the centroids of an index (kept in memory once read)."""
         with self._lock:
             hit = self._index_cache.get(index_id)
         if hit is not None:
+            return hit[1]
+        uri = self.uri(INDEX_DIR, f"{index_id}.centroids.npy")
+        try:
+            raw = self.store.read_bytes(uri)
+        except StorageError as e:
+            raise IndexError_(f"the centroids of index {index_id} of table {self.loc.uri} cannot be read: {e}") from e
+        cents = np.load(io.BytesIO(raw), allow_pickle=False)
+        with self._lock:
+            self._index_cache.setdefault(index_id, (None, cents))
+        return cents
+
+    def read_index(self, index_id: str) -> tuple[IndexMeta, np.ndarray]:
+        """Return (metadata, centroids) of an index object."""
+        with self._lock:
+            hit = self._index_cache.get(index_id)
+        if hit is not None and hit[0] is not None:
             return hit
         try:
             meta = IndexMeta.from_json(self.store.read_json(self.uri(INDEX_DIR, f"{index_id}.json")))
-            raw = self.store.read_bytes(self.uri(INDEX_DIR, f"{index_id}.centroids.npy"))
         except StorageError as e:
             raise IndexError_(f"index {index_id} of table {self.loc.uri} cannot be read: {e}") from e
-        cents = np.load(io.BytesIO(raw))
+        cents = self.centroids(index_id)
         with self._lock:
             self._index_cache[index_id] = (meta, cents)
         return meta, cents
-
-    def index_ids(self) -> list[str]:
-        return [n[: -len(".json")] for n in self.store.list_names(self.uri(INDEX_DIR)) if n.endswith(".json")]
-
-    # ingestion records --------------------------------------------------------------------------
-    def read_ingest_record(self, key: str) -> dict | None:
-        uri = self.uri(META_DIR, "ingest", f"{key}.json")
-        try:
-            return self.store.read_json(uri)
-        except StorageError as e:
-            if "not found" in str(e):
-                return None
-            raise
-
-    def write_ingest_record(self, key: str, record: dict) -> None:
-        self.store.write_json(self.uri(META_DIR, "ingest", f"{key}.json"), record)
 
 
 def dumps(obj) -> str:

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from .config import ID_COLUMN, VECTOR_COLUMN
 from .errors import EngineError, InvalidArgumentError
-from .ingest.distributed import (IngestTarget, begin_frame_write, finalize, ingest_stream)
+from .ingest.distributed import IngestTarget, frame_write, ingest_stream
 
 READ_TASK_BYTES = 128 << 20
 
@@ -113,32 +113,32 @@ def write(ds, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
     from ray.data import DataContext
 
     from .engines import get_engine
-    t0 = time.time()
     source = "ray Dataset"
-    w = begin_frame_write(table, _plain_schema(_dataset_schema(ds), vector_column), source, id_column,
-                          vector_column, on_bad_rows, idempotency_key, storage_options, check_existing_ids, t0)
-    if w.done is not None:
-        return w.done
-    table, lds, snap, target, existing, key = w.table, w.ds, w.snap, w.target, w.existing, w.key
-    ctx = DataContext.get_current()
-    old_order = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True  # results in dataset order: row numbers and first-wins
-    try:
-        out = ds.map_batches(_BlockWriter(target, source), batch_format="pyarrow", batch_size=None,
-                             zero_copy_batch=True)
-        payloads = [r["payload"] for r in out.take_all()]
-    except Exception as e:
-        raise EngineError(f"ray write failed: {type(e).__name__}: "
-                          f"{str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}") from e
-    finally:
-        ctx.execution_options.preserve_order = old_order
-    results, base = [], 0
-    for i, raw in enumerate(payloads):
-        r = pickle.loads(raw)
-        r.task_id, r.row_base = i, base
-        base += r.rows_read
-        results.append(r)
-    return finalize(table, get_engine("ray"), results, target, lds.version, snap, key, existing, t0, source)
+
+    def run(target):
+        ctx = DataContext.get_current()
+        old_order = ctx.execution_options.preserve_order
+        ctx.execution_options.preserve_order = True  # results in dataset order: row numbers and first-wins
+        try:
+            out = ds.map_batches(_BlockWriter(target, source), batch_format="pyarrow", batch_size=None,
+                                 zero_copy_batch=True)
+            payloads = [r["payload"] for r in out.take_all()]
+        except Exception as e:
+            raise EngineError(f"ray write failed: {type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}") from e
+        finally:
+            ctx.execution_options.preserve_order = old_order
+        results, base = [], 0
+        for i, raw in enumerate(payloads):
+            r = pickle.loads(raw)
+            r.task_id, r.row_base = i, base
+            base += r.rows_read
+            results.append(r)
+        return results
+
+    return frame_write(table, _plain_schema(_dataset_schema(ds), vector_column), source, run, id_column,
+                       vector_column, on_bad_rows, idempotency_key, storage_options, check_existing_ids,
+                       get_engine("ray"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """A read view of one table version: its fragments, their partitions and the index that covers them."""
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import lance
@@ -10,6 +9,7 @@ import numpy as np
 from .config import UNASSIGNED
 from .index.ivf import IvfModel
 from .metadata import IndexMeta, TableFiles
+from .state import TableState
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Snapshot:
     model: IvfModel | None = None
     by_partition: dict[int, list[FragmentInfo]] = field(default_factory=dict)
     unassigned: list[FragmentInfo] = field(default_factory=list)
+    state: TableState | None = None  # the lakevec state of this version
 
     @property
     def num_rows(self) -> int:
@@ -53,37 +54,24 @@ class Snapshot:
         return sum(f.file_size for f in self.by_partition.get(p, []))
 
 
-def build_snapshot(ds: lance.LanceDataset, files: TableFiles) -> Snapshot:
-    """Return the Snapshot of dataset version ``ds`` using the partition-map sidecars."""
-    frags = []
+def build_snapshot(ds: lance.LanceDataset, state: TableState, files: TableFiles) -> Snapshot:
+    """Return the Snapshot of dataset version ``ds``: the index in force and the partition of every fragment
+    come from the version's lakevec state (``lakevec.state``), never from vectors or a listing."""
+    infos = []
     for fr in ds.get_fragments():
         md = fr.metadata
-        dfs = md.files
-        first = dfs[0] if dfs else None
-        frags.append((md, first))
-    partmap = files.load_partmaps() if frags else {}
-    # The index in force is the one whose partition maps cover most rows of this version.
-    rows_by_index: dict[str, int] = defaultdict(int)
-    for md, df in frags:
-        hit = partmap.get(df.path) if df is not None else None
-        if hit is not None:
-            rows_by_index[hit[0]] += md.physical_rows
-    index_id = max(rows_by_index, key=rows_by_index.get) if rows_by_index else None
-    infos = []
-    for md, df in frags:
-        hit = partmap.get(df.path) if df is not None else None
-        part = hit[1] if hit is not None and hit[0] == index_id else UNASSIGNED
+        df = md.files[0] if md.files else None
+        part = state.partition_of(df.path) if df is not None else None
         deleted = md.deletion_file is not None
         n = md.physical_rows
         if deleted:
-            n = md.num_rows if hasattr(md, "num_rows") else n
+            n = md.num_rows if hasattr(md, "num_rows") else fr.count_rows()
         infos.append(FragmentInfo(md.id, df.path if df else "", int(df.file_size_bytes or 0) if df else 0,
-                                  int(n), part, deleted, len(md.files) == 1))
-    snap = Snapshot(ds, ds.version, infos)
-    if index_id is not None:
-        meta, cents = files.read_index(index_id)
-        snap.index = meta
-        snap.model = IvfModel(cents, meta.metric)
+                                  int(n), UNASSIGNED if part is None else int(part), deleted, len(md.files) == 1))
+    snap = Snapshot(ds, ds.version, infos, state=state)
+    if state.index is not None:
+        snap.index = state.index
+        snap.model = IvfModel(files.centroids(state.index.index_id), state.index.metric)
         for f in infos:
             (snap.by_partition.setdefault(f.partition, []) if f.partition != UNASSIGNED
              else snap.unassigned).append(f)

@@ -32,8 +32,7 @@ import pyarrow as pa
 
 from .config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
 from .errors import EngineError, InvalidArgumentError
-from .ingest.distributed import (IngestTarget, StreamResult, as_table, begin_frame_write, finalize,
-                                 ingest_stream)
+from .ingest.distributed import IngestTarget, StreamResult, as_table, frame_write, ingest_stream
 
 READ_TASK_BYTES = 128 << 20
 _RESULT_SCHEMA = "part long, payload binary"
@@ -80,27 +79,26 @@ def write(df, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
     from pyspark.sql.pandas.types import to_arrow_schema
 
     from .engines import get_engine
-    t0 = time.time()
     source = "spark DataFrame"
-    w = begin_frame_write(table, to_arrow_schema(df.schema), source, id_column, vector_column, on_bad_rows,
-                          idempotency_key, storage_options, check_existing_ids, t0)
-    if w.done is not None:
-        return w.done
-    table, ds, snap, target, existing, key = w.table, w.ds, w.snap, w.target, w.existing, w.key
-    try:
-        collected = df.mapInArrow(_PartitionWriter(target, source), _RESULT_SCHEMA).collect()
-    except Exception as e:
-        raise _spark_error(e, "write") from e
-    by_part: dict[int, StreamResult] = {}
-    for row in collected:  # exactly one result per partition is kept
-        by_part.setdefault(int(row["part"]), pickle.loads(row["payload"]))
-    results, base = [], 0
-    for i, p in enumerate(sorted(by_part)):
-        r = by_part[p]
-        r.task_id, r.row_base = i, base
-        base += r.rows_read
-        results.append(r)
-    return finalize(table, get_engine("spark"), results, target, ds.version, snap, key, existing, t0, source)
+
+    def run(target):
+        try:
+            collected = df.mapInArrow(_PartitionWriter(target, source), _RESULT_SCHEMA).collect()
+        except Exception as e:
+            raise _spark_error(e, "write") from e
+        by_part: dict[int, StreamResult] = {}
+        for row in collected:  # exactly one result per partition is kept
+            by_part.setdefault(int(row["part"]), pickle.loads(row["payload"]))
+        results, base = [], 0
+        for i, p in enumerate(sorted(by_part)):
+            r = by_part[p]
+            r.task_id, r.row_base = i, base
+            base += r.rows_read
+            results.append(r)
+        return results
+
+    return frame_write(table, to_arrow_schema(df.schema), source, run, id_column, vector_column, on_bad_rows,
+                       idempotency_key, storage_options, check_existing_ids, get_engine("spark"))
 
 
 def _spark_error(e: Exception, what: str) -> EngineError:

@@ -10,6 +10,7 @@ from .config import DATA_DIR, META_DIR, PARTITION_COLUMN
 from .errors import InvalidArgumentError
 from .metadata import TableFiles, TableMeta
 from .snapshot import Snapshot, build_snapshot
+from .state import StateReader, TableState
 from .store.lance_io import drain_io_stats, open_dataset
 
 
@@ -22,9 +23,9 @@ class Table:
         self.meta = meta
         self.loc = lake.loc.child(name)
         self.data_uri = self.loc.join(DATA_DIR)
-        self.rejects_uri = self.loc.join(META_DIR, "rejects.lance")
         self.store = lake.store
         self.files = TableFiles(lake.store, self.loc)
+        self.states = StateReader(lake.store, self.loc)
         self._pinned = version
         self._snap: Snapshot | None = None
         self._lock = threading.Lock()
@@ -47,7 +48,15 @@ class Table:
             self._snap = None
 
     def _snapshot_of(self, ds: lance.LanceDataset) -> Snapshot:
-        return build_snapshot(ds, self.files)
+        return build_snapshot(ds, self.state_of(ds), self.files)
+
+    def state_of(self, ds: lance.LanceDataset) -> TableState:
+        """Return the lakevec state (index in force, partition map, id runs, keys) of dataset version ``ds``."""
+        from .state import wrap_state_error
+        try:
+            return self.states.state_at(ds)
+        except Exception as e:
+            raise wrap_state_error(e, f"reading the state of version {ds.version} of table {self.name!r}") from e
 
     def snapshot(self) -> Snapshot:
         """Return the Snapshot read by searches (latest version, or the pinned one)."""
@@ -67,9 +76,35 @@ class Table:
         """The version this object reads: the pinned one, or the latest."""
         return self._pinned if self._pinned is not None else self._open_latest().version
 
-    def versions(self) -> list[dict]:
-        """Return the table's versions (version, timestamp, metadata) oldest first."""
-        return [{"version": v["version"], "timestamp": str(v["timestamp"])} for v in self._open_latest().versions()]
+    def versions(self, limit: int | None = None) -> list[dict]:
+        """Return the table's kept versions, oldest first: version, timestamp (ISO), operation, rows.
+
+        ``operation`` is lakevec's name for its own commits ("append", "index", "compact", "schema",
+        "delete"...) or Lance's operation name for other writers; ``limit`` keeps the newest ones."""
+        from .state import OP_PROPERTY
+        ds = self._open_latest()
+        vs = ds.versions()
+        if limit is not None:
+            vs = vs[-int(limit):]
+        out = []
+        for v in vs:
+            n = v["version"]
+            try:
+                tx = ds.read_transaction(n)
+            except Exception:
+                tx = None
+            op = None
+            if tx is not None:
+                op = (tx.transaction_properties or {}).get(OP_PROPERTY) or type(tx.operation).__name__
+            try:
+                dv = ds if n == ds.version else self._open_version(n)
+                rows = sum(f.count_rows() for f in dv.get_fragments())
+            except Exception:
+                rows = None
+            ts = v["timestamp"]
+            out.append({"version": n, "timestamp": ts.isoformat() if hasattr(ts, "isoformat") else str(ts),
+                        "operation": op or ("create" if n == 1 else "-"), "rows": rows})
+        return out
 
     def checkout(self, version: int) -> "Table":
         """Return a read-only view of ``version`` of this table (time travel)."""
@@ -144,6 +179,7 @@ class Table:
         if snap.index is None:
             return None
         d = snap.index.to_json()
+        d["data_version"] = snap.state.index_version if snap.state is not None else d.get("data_version")
         d["unassigned_rows"] = sum(f.num_rows for f in snap.unassigned)
         d["fragments"] = len(snap.fragments)
         return d
@@ -175,19 +211,20 @@ class Table:
         from .maintenance import compact
         return compact(self, target_rows=target_rows, engine=engine)
 
-    def vacuum(self, older_than=None, dry_run: bool = False) -> dict:
-        """Remove versions older than ``older_than`` (timedelta or seconds; default 7 days) and orphan
-        files of failed jobs (see lakevec.maintenance). The current version is never removed."""
+    def vacuum(self, older_than=None, dry_run: bool = False, force: bool = False) -> dict:
+        """Remove versions older than ``older_than`` (timedelta or seconds; default and minimum 7 days, less
+        only with ``force=True``) and the files and objects no kept version and no running job can use
+        (see lakevec.maintenance.vacuum). The current version is never removed."""
         self._check_writable()
         from .maintenance import vacuum
-        return vacuum(self, older_than=older_than, dry_run=dry_run)
+        return vacuum(self, older_than=older_than, dry_run=dry_run, force=force)
 
     def rejects(self) -> pa.Table:
-        """Return the quarantined rows (ingest_key, source, row, id, reason, rejected_at)."""
-        from .ingest.job import REJECTS_SCHEMA
-        if not self.store.exists(self.rejects_uri):
-            return REJECTS_SCHEMA.empty_table()
-        return open_dataset(self.rejects_uri, self.lake.lance_options).to_table()
+        """Return the quarantined rows of this version (ingest_key, source, row, id, reason, rejected_at).
+
+        They are committed with their ingestion (one file per commit, listed in the version's state)."""
+        from .ingest.rejects import read_rejects
+        return read_rejects(self, self.snapshot().state)
 
     def __repr__(self) -> str:
         v = f", version={self._pinned}" if self._pinned is not None else ""

@@ -271,7 +271,9 @@ def test_local_metadata_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     root = tmp_path / "lake"
-    for p in (root / LAKE_MARKER, root / "t" / "_lakevec" / "table.json", root / "t" / "_lakevec" / "ingest" / "k.json"):
+    txn = t.snapshot().state.txn
+    for p in (root / LAKE_MARKER, root / "t" / "_lakevec" / "table.json", root / "t" / "_lakevec" / "commits" / f"{txn}.json",
+              root / "t" / "_lakevec" / "ids" / f"{txn}.npy"):
         assert (p.stat().st_mode & 0o777) == 0o644, p
     leftovers = [p for p in root.rglob(".tmp-*")]
     assert not leftovers

@@ -215,11 +215,6 @@ class DistributedEngine:
         finally:
             self._release()
 
-    def ingest(self, table, data, **kw):
-        """``Table.add(..., engine=<this>)``: distributed ingestion of Parquet sources."""
-        from ..ingest.distributed import ingest
-        return ingest(table, data, engine=self, **kw)
-
     def task_bytes(self, total_bytes: int, default: int, minimum: int = 16 << 20) -> int:
         """Return a task size that gives every core about one task (at most ``default``), or the
         ``task_bytes`` option if set."""

@@ -4,8 +4,10 @@ Plan, then execute: the driver samples and trains, writes the centroids, and pla
 records (fragment ids of the version it read); tasks (same function under every engine) read their
 fragments, assign rows to their nearest centroid, write one fragment per partition and return the
 fragment metadata plus a partial exact top-k of the calibration queries. The driver writes the
-partition-map sidecar and the index metadata, then commits one Lance ``Rewrite`` of all old
-fragments into the new ones (concurrent appends survive it: they stay unassigned and are scanned).
+index metadata, then commits once through ``lakevec.commit``: a Lance ``Rewrite`` of all old fragments
+into the new ones, whose commit record puts the new index in force and maps every new file to its
+partition (concurrent appends survive it: they stay unassigned and are scanned until compacted
+or re-indexed). The build runs under a job lease, so vacuum never removes its files while it runs.
 
 Default nprobe: calibration queries are held-out sample rows; tasks compute their exact top-10
 over the whole table while assigning, so the driver knows, for each neighbour, how far down the
@@ -26,12 +28,12 @@ import pyarrow as pa
 from ..config import (CALIBRATION_K, CALIBRATION_QUERIES, CALIBRATION_TARGET_RECALL, ID_COLUMN,
                       INDEX_DIR, KMEANS_MAX_POINTS_PER_CENTROID, PARTITION_COLUMN, VECTOR_COLUMN,
                       default_num_partitions)
+from ..commit import Change, FragmentSink, WriteJob, WrittenFiles, delete_written
 from ..errors import InvalidArgumentError, LakevecError
-from ..ingest.write import FragmentSink, WrittenFiles, delete_written
 from ..metadata import IndexMeta
 from ..search.kernels import distances, topk_rows
 from ..search.reader import vectors_of
-from ..store.lance_io import commit, open_dataset
+from ..store.lance_io import open_dataset
 from ..store.location import parse_location
 from ..store.objects import ObjectStore, new_id
 from .ivf import IvfModel
@@ -218,7 +220,12 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
                 task_bytes: int | None = None) -> IndexMeta:
     """Build the IVF index of ``table`` and rewrite it clustered by partition (see module doc)."""
     t0 = time.time()
-    ds = table._open_latest()
+    with WriteJob(table, "index") as job:
+        return _build(table, job, num_partitions, engine, sample_rows, target_recall, seed, task_bytes, t0)
+
+
+def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_recall, seed, task_bytes, t0):
+    ds = job.ds
     n = ds.count_rows()
     if n == 0:
         raise InvalidArgumentError(f"table {table.name!r} is empty: add rows before building an index")
@@ -269,53 +276,42 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
     cq_ids = sids[cal_idx]
     if cq_ids.dtype == object:
         cq_ids = cq_ids.astype(str)
+    job.track_index(index_id)
     _write_npy(table.store, _index_uri(table.loc.uri, index_id, "centroids.npy"), centroids)
     buf = io.BytesIO()
     np.savez(buf, queries=cq, ids=cq_ids)
     table.store.write_bytes(_index_uri(table.loc.uri, index_id, "calib.npz"), buf.getvalue())
 
     tasks = plan_build_tasks(table, ds, rv, index_id, schema, task_bytes)
-    results: list[BuildTaskResult] = []
     try:
-        try:
-            results = get_engine(engine).map(run_build_task, tasks, name="build_index")
-        finally:
-            _PREFETCHED.clear()  # never keep rows of a failed or finished build in memory
-        written = WrittenFiles()
-        for r in sorted(results, key=lambda r: r.task_id):
-            written.extend(r.written)
-        if written.rows != n:
-            raise LakevecError(f"index build of table {table.name!r} wrote {written.rows} rows, expected {n}")
-        curve = recall_curve(model, cq, cq_ids, results)
-        reach = np.flatnonzero(curve >= target_recall)
-        default_nprobe = int(reach[0] + 1) if len(reach) else nlist
-        sizes = np.sum([r.partition_rows for r in results], axis=0)
-        probes = sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, default_nprobe) if p <= nlist})
-        meta = IndexMeta(index_id, metric, table.meta.dim, nlist, rv, None, [int(s) for s in sizes],
-                         default_nprobe, [[p, round(float(curve[p - 1]), 4)] for p in probes], len(train_idx),
-                         0.0, time.time())
-        meta.stats = {"sample_seconds": round(t_sample, 3), "train_seconds": round(t_train, 3),
-                      "tasks": len(tasks), "engine": engine_name(engine)}
-        meta.build_seconds = round(time.time() - t0, 3)
-        table.files.write_index(meta, None, centroids)
-        table.files.write_partmap(f"{index_id}", index_id, written.partitions)
-        op = lance.LanceOperation.Rewrite([lance.LanceOperation.RewriteGroup(old, written.fragments)], [])
-        new_ds = commit(table.data_uri, op, rv, table.lake.lance_options, f"committing the index of table {table.name!r}")
-        new_version = new_ds.version
-    except BaseException as e:
-        from ..ingest.job import _commit_happened
-        every = WrittenFiles()
-        for r in results:
-            every.extend(r.written)
-        new_version = _commit_happened(table, every, rv, e) if results else None
-        if new_version is None:
-            for r in results:
-                delete_written(table.store, table.data_uri, r.written)
-            raise
-    meta.data_version = new_version
+        results = get_engine(engine).map(run_build_task, tasks, name="build_index")
+    finally:
+        _PREFETCHED.clear()  # never keep rows of a failed or finished build in memory
+    written = WrittenFiles()
+    for r in sorted(results, key=lambda r: r.task_id):
+        written.extend(r.written)
+        job.track(r.written)
+    if written.rows != n:
+        raise LakevecError(f"index build of table {table.name!r} wrote {written.rows} rows, expected {n}")
+    curve = recall_curve(model, cq, cq_ids, results)
+    reach = np.flatnonzero(curve >= target_recall)
+    default_nprobe = int(reach[0] + 1) if len(reach) else nlist
+    sizes = np.sum([r.partition_rows for r in results], axis=0)
+    probes = sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, default_nprobe) if p <= nlist})
+    meta = IndexMeta(index_id, metric, table.meta.dim, nlist, rv, None, [int(s) for s in sizes],
+                     default_nprobe, [[p, round(float(curve[p - 1]), 4)] for p in probes], len(train_idx),
+                     0.0, time.time())
+    meta.stats = {"sample_seconds": round(t_sample, 3), "train_seconds": round(t_train, 3),
+                  "tasks": len(tasks), "engine": engine_name(engine), "seed": seed}
     meta.build_seconds = round(time.time() - t0, 3)
-    table.files.update_index_meta(meta)
-    table._invalidate()
+    table.files.write_index(meta, None, centroids)
+    op = lance.LanceOperation.Rewrite([lance.LanceOperation.RewriteGroup(old, written.fragments)], [])
+    change = Change(op="index", operation=op, files=dict(written.partitions), index_id=index_id, index=meta,
+                    removed=[df.path for fr in old for df in fr.files],
+                    info={"rows": int(written.rows), "bytes": int(written.bytes)})
+    res = job.commit(change, job.state, f"committing the index of table {table.name!r}")
+    meta.data_version = res.version
+    meta.build_seconds = round(time.time() - t0, 3)
     return meta
 
 

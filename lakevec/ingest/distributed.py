@@ -42,6 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..commit import AlreadyCommitted, FragmentSink, WriteJob, WrittenFiles, delete_written
+from ..commit.ids import IdIndex
 from ..config import ID_COLUMN, INDEX_DIR, INGEST_BATCH_ROWS, MAX_REPORTED_PROBLEMS, VECTOR_COLUMN
 from ..errors import InvalidArgumentError, LakevecError, StorageError, ValidationError
 from ..index.ivf import IvfModel
@@ -49,7 +51,6 @@ from ..store.location import parse_location
 from ..store.objects import ObjectStore, wrap_io_error
 from .convert import FileSource, _open_parquet, is_path_input, iter_parquet, rename_columns, resolve_files, sources_key
 from .validate import IdTracker, TableSpec, check_batch, format_problems
-from .write import FragmentSink, WrittenFiles, delete_written
 
 log = logging.getLogger("lakevec.ingest")
 
@@ -70,7 +71,7 @@ class IngestTarget:
     data_uri: str
     lance_options: dict | None
     spec: TableSpec
-    mode: str  # "append" | "overwrite" (the first rows of a table fix its user columns)
+    mode: str  # "append" | "overwrite" (the first rows of a table set its columns: see ingest.schema)
     on_bad_rows: str
     id_column: str = ID_COLUMN
     vector_column: str = VECTOR_COLUMN
@@ -87,7 +88,8 @@ class IngestTarget:
 
     def sink(self, model: IvfModel | None) -> FragmentSink:
         kw = {"flush_bytes": self.flush_bytes} if self.flush_bytes else {}
-        return FragmentSink(self.data_uri, self.spec.output_schema(), self.lance_options, model, mode=self.mode, **kw)
+        return FragmentSink(self.data_uri, self.spec.output_schema(), self.lance_options, model, mode=self.mode,
+                            collect_ids=True, **kw)
 
     def store(self) -> ObjectStore:
         return ObjectStore(parse_location(self.table_uri, self.lance_options))
@@ -139,6 +141,7 @@ class StreamResult:
     row_base: int = 0  # added to every row number by the driver (Spark/Ray partitions)
     error: bytes | None = None  # a pickled LakevecError that stopped the task (reported in order)
     seconds: float = 0.0
+    good_ids: list = field(default_factory=list)  # ids of the rows written (one array per batch)
 
     def raise_error(self) -> None:
         if self.error is not None:
@@ -190,6 +193,7 @@ def ingest_stream(batches, target: IngestTarget, task_id: int, model: IvfModel |
             if checked.good is not None:
                 sink.add(checked.good, checked.vectors)
         res.written = sink.finish()
+        res.good_ids = [sink.ids()]
     except LakevecError as e:
         delete_written(target.store(), target.data_uri, sink.out)
         if isinstance(e, StorageError):
@@ -298,21 +302,6 @@ def run_rewrite_task(task: RewriteTask) -> WrittenFiles:
 # --------------------------------------------------------------------------------------------------
 # driver side
 # --------------------------------------------------------------------------------------------------
-
-def resolve_user_spec(spec: TableSpec, schema: pa.Schema, id_column: str, vector_column: str, where: str):
-    """Fix the user columns from the input's schema if the table has none yet; return (spec, mode).
-
-    Mirrors ``ingest.job._open_sink``: the first rows of a table with user columns are committed as
-    an Overwrite of the empty table.
-    """
-    if spec.user_schema is not None:
-        return spec, "append"
-    empty = pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
-    renamed = rename_columns(empty, id_column, vector_column, where)
-    user = [f for f in renamed.schema if f.name not in (ID_COLUMN, VECTOR_COLUMN)]
-    spec = TableSpec(spec.name, spec.dim, spec.metric, spec.id_type, pa.schema(user))
-    return spec, ("overwrite" if user else "append")
-
 
 def plan_slices(files: list[FileSource], source_options: dict | None, target: IngestTarget,
                 task_bytes: int) -> list[SliceTask]:
@@ -435,10 +424,8 @@ class _IntDuplicates:
                 n += k
         self.ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
         self.rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
-        ex = np.unique(np.asarray(existing, dtype=np.int64)) if existing is not None and len(existing) else None
-        if ex is not None and len(self.ids):
-            pos_ = np.minimum(np.searchsorted(ex, self.ids), len(ex) - 1)
-            self.in_table = ex[pos_] == self.ids
+        if existing is not None and len(self.ids):
+            self.in_table = existing.contains(self.ids)  # an IdIndex: reads only the runs that can overlap
         else:
             self.in_table = np.zeros(len(self.ids), dtype=bool)
         order = np.argsort(self.ids, kind="stable")  # equal ids keep their order: the first comes first
@@ -491,16 +478,17 @@ def rewrite_dropped(engine, results: list[StreamResult], drops: dict, target: In
     out = list(results)
     for t, w in zip(tasks, rewritten):
         r = out[t.task_id]
-        out[t.task_id] = StreamResult(r.task_id, w, r.batches, r.rows_read, r.row_base, r.error, r.seconds)
+        out[t.task_id] = StreamResult(r.task_id, w, r.batches, r.rows_read, r.row_base, r.error, r.seconds,
+                                      _without(r.good_ids, t.drop_ids))
     return out
 
 
-def delete_all(target: IngestTarget, results) -> None:
-    """Best-effort removal of every file the tasks wrote (the job failed before its commit)."""
-    store = target.store()
-    for r in results or []:
-        if r is not None:
-            delete_written(store, target.data_uri, r.written)
+def _without(good_ids: list, drop) -> list:
+    """Return the per-batch id arrays without the ids in ``drop``."""
+    if not drop:
+        return good_ids
+    d = set(drop)
+    return [a[np.fromiter((x not in d for x in a.tolist()), dtype=bool, count=len(a))] for a in good_ids]
 
 
 def as_table(table, storage_options: dict | None = None):
@@ -517,95 +505,83 @@ def as_table(table, storage_options: dict | None = None):
     return Lake(lake_uri, storage_options, create=False).open_table(name)
 
 
-def load_existing_ids(ds, check_existing_ids: bool = True):
-    """Return the ids already in the table (None if empty or not checked)."""
-    if not check_existing_ids or ds.count_rows() == 0:
-        return None
-    return ds.to_table(columns=[ID_COLUMN]).column(ID_COLUMN).to_numpy()
-
-
-def prepare(table, key: str | None, t0: float | None = None):
-    """Open the latest version; return (ds, skipped AddResult if ``key`` was already committed, else None).
-
-    The skipped result's ``committed_version`` attribute is the version that committed the key."""
-    from .job import AddResult, already_ingested
-    ds = table._open_latest()
-    if key is not None:
-        done = already_ingested(table, key)
-        if done is not None:
-            log.info("ingest: key %s already committed (version %s): nothing to do", key, done)
-            r = AddResult(0, 0, ds.version, key, skipped=True, seconds=time.time() - t0 if t0 else 0.0)
-            r.committed_version = done
-            return ds, r
-    return ds, None
-
-
-@dataclass
-class FrameWrite:
-    """The driver's state for writing a Spark DataFrame / Ray Dataset (see ``begin_frame_write``)."""
-
-    table: object
-    ds: object  # the Lance dataset version read
-    snap: object
-    target: IngestTarget | None
-    existing: object
-    key: str | None
-    done: object = None  # the AddResult when the key was already committed (nothing to do)
-
-
-def begin_frame_write(table, schema: pa.Schema, source: str, id_column: str, vector_column: str,
-                      on_bad_rows: str, idempotency_key: str | None, storage_options: dict | None,
-                      check_existing_ids: bool, t0: float) -> FrameWrite:
-    """Check the arguments, open the version to append to and plan the tasks' target (driver side)."""
-    from .job import BAD_ROW_MODES, _check_key, table_spec
-    table = as_table(table, storage_options)
-    table._check_writable()
-    if on_bad_rows not in BAD_ROW_MODES:
-        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
-    if idempotency_key is not None:
-        _check_key(idempotency_key)
-    ds, done = prepare(table, idempotency_key, t0)
-    if done is not None:
-        return FrameWrite(table, ds, None, None, None, idempotency_key, done)
-    snap = table._snapshot_of(ds)
-    spec, mode = resolve_user_spec(table_spec(table, ds), schema, id_column, vector_column, source)
-    target = make_target(table, ds, snap, spec, mode, on_bad_rows, id_column, vector_column)
-    return FrameWrite(table, ds, snap, target, load_existing_ids(ds, check_existing_ids), idempotency_key)
-
-
-def make_target(table, ds, snap, spec: TableSpec, mode: str, on_bad_rows: str, id_column: str,
+def make_target(table, snap, spec: TableSpec, first_rows: bool, on_bad_rows: str, id_column: str,
                 vector_column: str) -> IngestTarget:
-    return IngestTarget(table.name, table.loc.uri, table.data_uri, table.lake.lance_options, spec, mode, on_bad_rows,
-                        id_column, vector_column, snap.index.index_id if snap.index is not None else None)
+    return IngestTarget(table.name, table.loc.uri, table.data_uri, table.lake.lance_options, spec,
+                        "overwrite" if first_rows else "append", on_bad_rows, id_column, vector_column,
+                        snap.index.index_id if snap.index is not None else None)
 
 
-def finalize(table, engine, results: list[StreamResult], target: IngestTarget, read_version: int, snap,
-             key: str | None, existing, t0: float, empty_what: str, sources: list | None = None,
-             files_skipped: int = 0):
+def existing_ids(table, state, check_existing_ids: bool = True):
+    """Return the IdIndex of the version read (None when the ingestion does not check ids)."""
+    if not check_existing_ids:
+        return None
+    return IdIndex(table.store, table.loc, state.runs, table.meta.id_type)
+
+
+def finalize(table, job: WriteJob, engine, results: list[StreamResult], target: IngestTarget, existing,
+             t0: float, empty_what: str, sources: list | None = None, files_skipped: int = 0):
     """Merge task results, apply on_bad_rows, rewrite cross-task duplicates, commit once; return AddResult.
 
-    ``sources``: the Parquet files ingested (recorded with the commit, like the local engine does)."""
-    from .job import AddResult, finish_ingest
-    try:
-        if sum(r.rows_read for r in results) == 0:
-            raise InvalidArgumentError(f"{empty_what} is empty: no rows to add to table {table.name!r}")
-        out = merge_results(results, target.spec, existing, target.on_bad_rows, table.name)
-        if out.drops:
-            results = rewrite_dropped(engine, results, out.drops, target)
-            out.written = WrittenFiles()
-            for r in results:
-                out.written.extend(r.written)
-    except BaseException:
-        delete_all(target, results)
-        raise
-    written = out.written
-    version = finish_ingest(table, written, read_version, target.mode, snap, key,
-                            target.spec.output_schema() if target.mode == "overwrite" else None, sources, out.rejects)
-    log.info("ingest: %d rows added, %d rejected, version %s (%.1fs)", written.rows, out.rejected, version,
+    ``sources``: the Parquet files ingested (committed with the rows, like the local engine does)."""
+    from .job import commit_ingest
+    for r in results:
+        job.track(r.written)
+    if sum(r.rows_read for r in results) == 0:
+        raise InvalidArgumentError(f"{empty_what} is empty: no rows to add to table {table.name!r}")
+    out = merge_results(results, target.spec, existing, target.on_bad_rows, table.name)
+    if out.drops:
+        results = rewrite_dropped(engine, results, out.drops, target)
+        out.written = WrittenFiles()
+        for r in results:
+            out.written.extend(r.written)
+            job.track(r.written)
+    chunks = [a for r in results for a in r.good_ids if len(a)]
+    ids = np.concatenate(chunks) if chunks else None
+    res = commit_ingest(table, job, job.state, out.written, ids, target.spec, sources, out.rejects,
+                        target.index_id, rejected=out.rejected, first_rows=target.mode == "overwrite")
+    log.info("ingest: %d rows added, %d rejected, version %s (%.1fs)", res.rows_added, out.rejected, res.version,
              time.time() - t0)
-    return AddResult(written.rows, out.rejected, version, key, False,
-                     [list(p) for p in out.problems[:MAX_REPORTED_PROBLEMS * 4]], time.time() - t0, written.bytes,
-                     files_skipped)
+    res.problems = [list(p) for p in out.problems[:MAX_REPORTED_PROBLEMS * 4]]
+    res.seconds = time.time() - t0
+    res.files_skipped = files_skipped
+    res.ids_read_bytes = existing.bytes_read if existing is not None else 0
+    return res
+
+
+def frame_write(table, schema: pa.Schema, source: str, run, id_column: str, vector_column: str,
+                on_bad_rows: str, idempotency_key: str | None, storage_options: dict | None,
+                check_existing_ids: bool, engine):
+    """Write a Spark DataFrame / Ray Dataset: ``run(target) -> [StreamResult]`` executes the tasks.
+
+    Opens a WriteJob (lease, key claim), fixes the user columns from ``schema`` (the frame's Arrow schema),
+    plans the tasks' target, runs them and commits once."""
+    from .job import check_args, skipped_result
+    from .schema import fix_user_columns, table_spec
+    t0 = time.time()
+    table = as_table(table, storage_options)
+    table._check_writable()
+    check_args(on_bad_rows, id_column, vector_column, idempotency_key)
+    key = idempotency_key
+    try:
+        with WriteJob(table, "ingest", key) as job:
+            if job.done is not None:
+                log.info("ingest: key %s already committed (version %s): nothing to do", key, job.done)
+                return skipped_result(job.state.version, key, t0)
+            spec, first_rows = fix_user_columns(table_spec(table, job.ds),
+                                                _renamed_schema(schema, id_column, vector_column, source))
+            snap = table._snapshot_of(job.ds)
+            target = make_target(table, snap, spec, first_rows, on_bad_rows, id_column, vector_column)
+            existing = existing_ids(table, job.state, check_existing_ids)
+            results = run(target)
+            return finalize(table, job, engine, results, target, existing, t0, source)
+    except AlreadyCommitted as e:
+        return skipped_result(e.version, key, t0)
+
+
+def _renamed_schema(schema: pa.Schema, id_column: str, vector_column: str, where: str) -> pa.Schema:
+    empty = pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+    return rename_columns(empty, id_column, vector_column, where).schema
 
 
 def session(engine):
@@ -632,12 +608,10 @@ def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str =
     in-memory inputs (pyarrow, pandas, dicts) are already on the driver and are ingested there.
     """
     from ..engines import engine_name, get_engine, task_bytes_for
-    from .job import BAD_ROW_MODES, _check_key
+    from .job import check_args, new_sources, skipped_result
+    from .schema import fix_user_columns, table_spec
     t0 = time.time()
-    if on_bad_rows not in BAD_ROW_MODES:
-        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
-    if idempotency_key is not None:
-        _check_key(idempotency_key)
+    check_args(on_bad_rows, id_column, vector_column, idempotency_key)
     kw = dict(id_column=id_column, vector_column=vector_column, on_bad_rows=on_bad_rows,
               idempotency_key=idempotency_key)
     mod = type(data).__module__ or ""
@@ -655,42 +629,47 @@ def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str =
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
                                    f"table {table.name!r})")
-    from .job import AddResult, new_sources, record_sources
     files = resolve_files(data, table.lake.storage_options)
-    files, old_files = new_sources(table, files)  # files committed by earlier ingestions are left out
+    state = table.state_of(table._open_latest())
+    files, old_files = new_sources(state, files)  # files committed by earlier ingestions are left out
     if not files:
-        return AddResult(0, 0, table._open_latest().version, idempotency_key or sources_key(old_files),
-                         skipped=True, seconds=time.time() - t0, files_skipped=len(old_files))
+        return skipped_result(state.version, idempotency_key or sources_key(old_files), t0, len(old_files))
     key = idempotency_key or sources_key(files)
-    ds, done = prepare(table, key, t0)
-    if done is not None:
-        record_sources(table, files, key, done.committed_version)  # its run died before recording them
-        done.files_skipped = len(files) + len(old_files)
-        return done
-    read_version = ds.version
-    from .job import table_spec
-    spec = table_spec(table, ds)
-    snap = table._snapshot_of(ds)
-    src_opts = _source_options(files, table.lake.storage_options)
-    mode = "append"
-    if spec.user_schema is None:
-        first = next((f for f in files if _open_parquet(f, src_opts).metadata.num_rows > 0), None)
-        if first is not None:
-            spec, mode = resolve_user_spec(spec, _open_parquet(first, src_opts).schema_arrow, id_column,
-                                           vector_column, first.uri)
-        else:
-            spec = TableSpec(spec.name, spec.dim, spec.metric, spec.id_type, pa.schema([]))
-    target = make_target(table, ds, snap, spec, mode, on_bad_rows, id_column, vector_column)
+    if key in state.keys:
+        return skipped_result(state.version, key, t0, len(files) + len(old_files))
     eng = get_engine(engine)
-    total = sum(f.size for f in files)
-    tb = task_bytes or task_bytes_for(eng, total, INGEST_TASK_BYTES, MIN_TASK_BYTES)
-    tasks = plan_slices(files, src_opts, target, tb)
-    existing = load_existing_ids(ds, check_existing_ids)
-    log.info("ingest: %d file(s), %.1f MB, %d task(s) on %s into table %r (version %d)", len(files), total / 1e6,
-             len(tasks), engine_name(eng), table.name, read_version)
-    with session(eng):
-        # a task that fails cleans up its own files; files of crashed attempts are left to vacuum
-        results = eng.map(run_slice_task, tasks, name="ingest")
-        return finalize(table, eng, results, target, read_version, snap, key, existing, t0,
-                        f"Parquet source(s) {', '.join(f.uri for f in files[:5])}", sources=files,
-                        files_skipped=len(old_files))
+    try:
+        with WriteJob(table, "ingest", key) as job:
+            if job.done is not None:
+                log.info("ingest: key %s already committed (version %s): nothing to do", key, job.done)
+                return skipped_result(job.state.version, key, t0, len(files) + len(old_files))
+            files, more_old = new_sources(job.state, files)
+            old_files += more_old
+            if not files:
+                return skipped_result(job.state.version, key, t0, len(old_files))
+            spec = table_spec(table, job.ds)
+            src_opts = _source_options(files, table.lake.storage_options)
+            first_rows = False
+            if spec.user_schema is None:
+                first = next((f for f in files if _open_parquet(f, src_opts).metadata.num_rows > 0), None)
+                if first is not None:
+                    spec, first_rows = fix_user_columns(spec, _renamed_schema(
+                        _open_parquet(first, src_opts).schema_arrow, id_column, vector_column, first.uri))
+                else:
+                    spec = TableSpec(spec.name, spec.dim, spec.metric, spec.id_type, pa.schema([]))
+            snap = table._snapshot_of(job.ds)
+            target = make_target(table, snap, spec, first_rows, on_bad_rows, id_column, vector_column)
+            total = sum(f.size for f in files)
+            tb = task_bytes or task_bytes_for(eng, total, INGEST_TASK_BYTES, MIN_TASK_BYTES)
+            tasks = plan_slices(files, src_opts, target, tb)
+            existing = existing_ids(table, job.state, check_existing_ids)
+            log.info("ingest: %d file(s), %.1f MB, %d task(s) on %s into table %r (version %d)", len(files),
+                     total / 1e6, len(tasks), engine_name(eng), table.name, job.state.version)
+            with session(eng):
+                # a task that fails cleans up its own files; files of crashed attempts are left to vacuum
+                results = eng.map(run_slice_task, tasks, name="ingest")
+                return finalize(table, job, eng, results, target, existing, t0,
+                                f"Parquet source(s) {', '.join(f.uri for f in files[:5])}", sources=files,
+                                files_skipped=len(old_files))
+    except AlreadyCommitted as e:
+        return skipped_result(e.version, key, t0, len(files) + len(old_files))

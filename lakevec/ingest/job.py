@@ -1,32 +1,39 @@
-"""Table.add: plan the ingestion, validate and write in tasks, commit once, idempotently.
+"""Table.add: validate and write in tasks, commit once through the commit protocol, idempotently.
 
-Idempotency: an ingestion has a key (given, or derived from the source files' paths, sizes and
-modification times/ETags). Before its commit the driver writes ``_lakevec/ingest/<key>.json``
-(state "pending", with its data files); after the commit it records the version. A re-run finds
-the record and commits nothing; a pending record whose files reached a committed version (the
-driver died between commit and record update) is recognised the same way.
+An ingestion runs inside a ``commit.WriteJob``: a lease (vacuum keeps its files) and, when it has a key,
+the key's claim, so concurrent runs of the same ingestion wait for one another instead of racing. The
+key is ``idempotency_key``, or for Parquet sources a hash of their paths, sizes and ETags/mtimes.
 
-Parquet sources are also idempotent per file: after the commit, every source file gets a record
-``_lakevec/ingest/files/<hash of path, size, ETag/mtime>.json``, and the next ingestion leaves out
-the files that have one (one LIST). Re-running a growing folder therefore ingests only its new files;
-when no file is new, nothing is committed (``skipped``).
+Then: the rows are validated batch by batch (``validate.check_batch``); ids are checked against the
+table's id runs that can overlap them (``commit.ids.IdIndex``: an append of new, increasing ids reads no
+existing id at all); good rows are written as fragments (one partition each once indexed); the ids
+added are written as the commit's id run, quarantined rows as its rejects file; and one commit
+(``commit.protocol``) publishes all of it atomically: rows, partition map, id run, key, source files,
+rejects. The protocol re-checks key, source files and ids against whatever committed meanwhile.
+
+Idempotency per source file: the state of every version lists the source files committed so far, so
+re-running a job over a growing folder ingests only its new files, and re-running it unchanged commits
+nothing (``skipped``).
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
 import lance
+import numpy as np
 import pyarrow as pa
 
-from ..config import ID_COLUMN, MAX_REPORTED_PROBLEMS, PARTITION_COLUMN, VECTOR_COLUMN
-from ..errors import CommitConflictError, InvalidArgumentError, LakevecError, ValidationError
-from ..store.lance_io import commit
-from ..store.objects import new_id
-from .convert import (FileSource, is_path_input, iter_parquet, memory_batches, rename_columns,
-                      resolve_files, sources_key)
-from .validate import IdTracker, TableSpec, check_batch, format_problems
-from .write import FragmentSink, WrittenFiles, delete_written
+from ..config import ID_COLUMN, MAX_REPORTED_PROBLEMS, VECTOR_COLUMN
+from ..commit import AlreadyCommitted, Change, FragmentSink, WriteJob, WrittenFiles, not_committed
+from ..commit.ids import IdIndex, id_keys, run_path, write_run
+from ..errors import CommitConflictError, InvalidArgumentError, ValidationError
+from .convert import (FileSource, is_path_input, iter_parquet, memory_batches, rename_columns, resolve_files,
+                      sources_key)
+from .rejects import write_rejects_file
+from .schema import first_rows_operation, fix_user_columns, same_columns, table_spec
+from .validate import IdTracker, check_batch, format_problems
 
 BAD_ROW_MODES = ("raise", "skip", "quarantine")
 
@@ -39,25 +46,49 @@ class AddResult:
     rows_rejected: int = 0
     version: int = 0
     key: str | None = None
-    skipped: bool = False  # True when the key was already ingested (nothing committed)
+    skipped: bool = False  # True when the key or sources were already ingested (nothing committed)
     problems: list = field(default_factory=list)  # first bad rows: (source, row, column, reason)
     seconds: float = 0.0
-    bytes_written: int = 0
+    bytes_written: int = 0  # data bytes of the fragments written
     files_skipped: int = 0  # Parquet source files left out because an earlier ingestion committed them
+    ids_read_bytes: int = 0  # bytes of existing id runs read to check uniqueness
 
     def to_dict(self) -> dict:
         return {"rows_added": self.rows_added, "rows_rejected": self.rows_rejected, "version": self.version,
                 "key": self.key, "skipped": self.skipped, "problems": self.problems[:20],
                 "seconds": round(self.seconds, 3), "bytes_written": self.bytes_written,
-                "files_skipped": self.files_skipped}
+                "files_skipped": self.files_skipped, "ids_read_bytes": self.ids_read_bytes}
 
 
-def table_spec(table, ds: lance.LanceDataset) -> TableSpec:
-    """Return the validation spec of ``table`` at dataset version ``ds``."""
-    user = [f for f in ds.schema if f.name not in (ID_COLUMN, VECTOR_COLUMN, PARTITION_COLUMN)]
-    fixed = bool(user) or ds.count_rows() > 0
-    m = table.meta
-    return TableSpec(m.name, m.dim, m.metric, m.id_type, pa.schema(user) if fixed else None)
+def source_hash(src: FileSource) -> str:
+    """The name under which a committed source file is remembered in the table's state."""
+    return hashlib.sha256(src.identity().encode()).hexdigest()[:40]
+
+
+def new_sources(state, files: list[FileSource]) -> tuple[list[FileSource], list[FileSource]]:
+    """Split ``files`` into (not yet ingested, committed by an earlier ingestion) using the state."""
+    new = [f for f in files if source_hash(f) not in state.sources]
+    old = [f for f in files if source_hash(f) in state.sources]
+    return new, old
+
+
+def check_args(on_bad_rows, id_column, vector_column, idempotency_key) -> None:
+    if on_bad_rows not in BAD_ROW_MODES:
+        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
+    if not isinstance(id_column, str) or not isinstance(vector_column, str):
+        raise InvalidArgumentError("id_column and vector_column must be column names (str)")
+    if idempotency_key is not None:
+        check_key(idempotency_key)
+
+
+def check_key(key) -> None:
+    import re
+    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_.:=-]{1,200}", key):
+        raise InvalidArgumentError(f"idempotency_key {key!r} must be 1-200 characters of [A-Za-z0-9_.:=-]")
+
+
+def skipped_result(version: int, key, t0: float, files_skipped: int = 0) -> AddResult:
+    return AddResult(0, 0, int(version), key, skipped=True, seconds=time.time() - t0, files_skipped=files_skipped)
 
 
 def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COLUMN,
@@ -65,108 +96,42 @@ def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
         check_existing_ids: bool = True) -> AddResult:
     """Validate ``data`` and append it to ``table`` in one commit (see Table.add)."""
     t0 = time.time()
-    if on_bad_rows not in BAD_ROW_MODES:
-        raise InvalidArgumentError(f"on_bad_rows={on_bad_rows!r}: expected one of {BAD_ROW_MODES}")
-    if not isinstance(id_column, str) or not isinstance(vector_column, str):
-        raise InvalidArgumentError("id_column and vector_column must be column names (str)")
-    if idempotency_key is not None:
-        _check_key(idempotency_key)
+    check_args(on_bad_rows, id_column, vector_column, idempotency_key)
     if engine != "local":
-        from ..engines import get_engine
-        return get_engine(engine).ingest(table, data, id_column=id_column, vector_column=vector_column,
-                                         on_bad_rows=on_bad_rows, idempotency_key=idempotency_key)
+        from .distributed import ingest
+        return ingest(table, data, engine, id_column=id_column, vector_column=vector_column,
+                      on_bad_rows=on_bad_rows, idempotency_key=idempotency_key, check_existing_ids=check_existing_ids)
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
                                    f"table {table.name!r})")
     files = resolve_files(data, table.lake.storage_options) if is_path_input(data) else None
-    old_files: list = []
+    state = table.state_of(table._open_latest())
+    old: list = []
     if files is not None:
-        files, old_files = new_sources(table, files)
+        files, old = new_sources(state, files)
         if not files:  # every file was committed by earlier ingestions
-            return AddResult(0, 0, table._open_latest().version, idempotency_key or sources_key(old_files),
-                             skipped=True, seconds=time.time() - t0, files_skipped=len(old_files))
+            return skipped_result(state.version, idempotency_key or sources_key(old), t0, len(old))
     key = idempotency_key or (sources_key(files) if files else None)
-    ds = table._open_latest()
-    if key is not None:
-        done = already_ingested(table, key)
-        if done is not None:
-            if files:
-                record_sources(table, files, key, done)  # the run that committed them died before this
-            return AddResult(0, 0, ds.version, key, skipped=True, seconds=time.time() - t0,
-                             files_skipped=len(files or []) + len(old_files))
-    read_version = ds.version
-    spec = table_spec(table, ds)
-    snap = table._snapshot_of(ds)
-    existing = None
-    if check_existing_ids and ds.count_rows() > 0:
-        existing = ds.to_table(columns=[ID_COLUMN]).column(ID_COLUMN).to_numpy()
-    tracker = IdTracker(spec.id_type, existing)
-
-    if files is not None:
-        streams = [(f.uri, _file_batches(f, table.lake.storage_options, id_column, vector_column)) for f in files]
-    else:
-        streams = [("input", memory_batches(data, id_column, vector_column))]
-
-    written = WrittenFiles()
-    sink = None
-    problems: list = []
-    rejects: list = []
-    rejected = 0
-    seen_rows = 0
+    if key is not None and key in state.keys:
+        return skipped_result(state.version, key, t0, len(files or []) + len(old))
     try:
-        for source, batches in streams:
-            row = 0
-            for batch in batches:
-                seen_rows += batch.num_rows
-                if batch.num_rows == 0:
-                    continue
-                if sink is None:
-                    spec, sink, mode = _open_sink(table, spec, batch, snap)
-                checked = check_batch(batch, spec, row, source, tracker)
-                row += batch.num_rows
-                if checked.problems:
-                    rejected += len(checked.problems)
-                    if len(problems) < 1000:
-                        problems += [(source, r, c, why) for r, c, why in checked.problems[:1000]]
-                    if on_bad_rows == "raise":
-                        raise ValidationError(
-                            format_problems([(r, c, w) for _, r, c, w in problems], source,
-                                            MAX_REPORTED_PROBLEMS) + f"; nothing was written to table {table.name!r}"
-                            " (use on_bad_rows='skip' or 'quarantine' to ingest the good rows)",
-                            problems=problems, source=source)
-                    if on_bad_rows == "quarantine":
-                        rejects += [(source, r, i, why) for r, i, why in checked.bad_rows]
-                if checked.good is not None:
-                    sink.add(checked.good, checked.vectors)
-        if seen_rows == 0:
-            what = (f"Parquet source(s) {', '.join(f.uri for f in files[:5])}" if files is not None
-                    else "input")
-            raise InvalidArgumentError(f"{what} is empty: no rows to add to table {table.name!r}")
-        if sink is not None:
-            written = sink.finish()
-    except BaseException:
-        if sink is not None:
-            delete_written(table.store, table.data_uri, sink.out)
-        raise
-
-    version = finish_ingest(table, written, read_version, mode, snap, key,
-                            sink.schema if mode == "overwrite" else None, files, rejects)
-    return AddResult(written.rows, rejected, version, key, False,
-                     [list(p) for p in problems[:MAX_REPORTED_PROBLEMS * 4]], time.time() - t0, written.bytes,
-                     len(old_files))
-
-
-def _open_sink(table, spec: TableSpec, first: pa.RecordBatch, snap):
-    """Fix the user columns from the first batch if the table has none yet; return (spec, sink, mode)."""
-    mode = "append"
-    if spec.user_schema is None:
-        user = [f for f in first.schema if f.name not in (ID_COLUMN, VECTOR_COLUMN)]
-        spec = TableSpec(spec.name, spec.dim, spec.metric, spec.id_type, pa.schema(user))
-        if user:
-            mode = "overwrite"  # the first rows add user columns: commit as Overwrite of the empty table
-    schema = spec.output_schema()
-    sink = FragmentSink(table.data_uri, schema, table.lake.lance_options, snap.model, mode=mode)
-    return spec, sink, mode
+        with WriteJob(table, "ingest", key) as job:
+            if job.done is not None:
+                return skipped_result(job.state.version, key, t0, len(files or []) + len(old))
+            if files is not None:
+                files, more_old = new_sources(job.state, files)
+                old += more_old
+                if not files:
+                    return skipped_result(job.state.version, key, t0, len(old))
+                streams = [(f.uri, _file_batches(f, table.lake.storage_options, id_column, vector_column))
+                           for f in files]
+            else:
+                streams = [("input", memory_batches(data, id_column, vector_column))]
+            r = _ingest(table, job, streams, files, on_bad_rows, check_existing_ids)
+    except AlreadyCommitted as e:
+        return skipped_result(e.version, key, t0, len(files or []) + len(old))
+    r.key, r.files_skipped, r.seconds = key, len(old), time.time() - t0
+    return r
 
 
 def _file_batches(src: FileSource, storage_options, id_column, vector_column):
@@ -174,184 +139,103 @@ def _file_batches(src: FileSource, storage_options, id_column, vector_column):
         yield rename_columns(b, id_column, vector_column, src.uri)
 
 
-def commit_written(table, written: WrittenFiles, read_version: int, mode: str, snap, key: str | None,
-                   new_schema: pa.Schema | None = None, sources: list[FileSource] | None = None) -> int:
-    """Commit fragments written by tasks as one new version; record the key (and the Parquet ``sources``,
-    see ``new_sources``); return the version."""
-    files = sorted(written.partitions)
-    try:
-        version = _commit(table, written, read_version, mode, snap, key, new_schema, files)
-    except BaseException:
-        # nothing was committed (_commit checked): the files are orphans, remove them now
-        delete_written(table.store, table.data_uri, written)
-        raise
-    # After the commit: a failure to write the records below must not delete committed files.
-    if sources:
-        record_sources(table, sources, key, version)
-    if key is not None:
-        _write_record(table, key, {"state": "committed", "version": version, "read_version": read_version,
-                                   "rows": written.rows, "files": files[:10000], "committed_at": time.time()})
-    return version
+def _ingest(table, job: WriteJob, streams, files, on_bad_rows: str, check_existing_ids: bool) -> AddResult:
+    """Validate and write every batch of ``streams`` [(source, batches)], then commit once."""
+    ds, state = job.ds, job.state
+    spec = table_spec(table, ds)
+    id_index = IdIndex(table.store, table.loc, state.runs, spec.id_type) if check_existing_ids else None
+    tracker = IdTracker(spec.id_type, id_index)
+    sink = None
+    snap = None
+    first_rows = False
+    problems: list = []
+    rejects: list = []
+    rejected = 0
+    seen_rows = 0
+    for source, batches in streams:
+        row = 0
+        for batch in batches:
+            seen_rows += batch.num_rows
+            if batch.num_rows == 0:
+                continue
+            if sink is None:
+                spec, first_rows = fix_user_columns(spec, batch.schema)
+                snap = table._snapshot_of(job.ds)
+                sink = FragmentSink(table.data_uri, spec.output_schema(), table.lake.lance_options, snap.model,
+                                    mode="overwrite" if first_rows else "append", collect_ids=True)
+                job.track(sink.out)
+            checked = check_batch(batch, spec, row, source, tracker)
+            row += batch.num_rows
+            if checked.problems:
+                rejected += len(checked.problems)
+                if len(problems) < 1000:
+                    problems += [(source, r, c, why) for r, c, why in checked.problems[:1000]]
+                if on_bad_rows == "raise":
+                    raise ValidationError(
+                        format_problems([(r, c, w) for _, r, c, w in problems], source, MAX_REPORTED_PROBLEMS)
+                        + f"; nothing was written to table {table.name!r}"
+                        " (use on_bad_rows='skip' or 'quarantine' to ingest the good rows)",
+                        problems=problems, source=source)
+                if on_bad_rows == "quarantine":
+                    rejects += [(source, r, i, why) for r, i, why in checked.bad_rows]
+            if checked.good is not None:
+                sink.add(checked.good, checked.vectors)
+    if seen_rows == 0:
+        what = (f"Parquet source(s) {', '.join(f.uri for f in files[:5])}" if files is not None else "input")
+        raise InvalidArgumentError(f"{what} is empty: no rows to add to table {table.name!r}")
+    written = sink.finish() if sink is not None else WrittenFiles()
+    result = commit_ingest(table, job, job.state, written, _accepted_ids(sink, tracker), spec, files, rejects,
+                           snap.index.index_id if snap is not None and snap.index is not None else None,
+                           rejected=rejected, first_rows=first_rows)
+    result.problems = [list(p) for p in problems[:MAX_REPORTED_PROBLEMS * 4]]
+    result.ids_read_bytes = id_index.bytes_read if id_index is not None else 0
+    return result
 
 
-def _commit(table, written: WrittenFiles, read_version: int, mode: str, snap, key: str | None,
-            new_schema: pa.Schema | None, files: list[str]) -> int:
-    """Write the pending record and the partition-map sidecar, then commit; return the new version."""
-    if key is not None:
-        _write_record(table, key, {"state": "pending", "read_version": read_version, "files": files[:10000]})
-    if snap.index is not None:
-        # The sidecar must exist before the commit makes its files visible (see metadata.py).
-        assigned = {f: p for f, p in written.partitions.items() if p >= 0}
-        if assigned:
-            table.files.write_partmap(new_id(), snap.index.index_id, assigned)
-    if mode == "overwrite":
-        latest = table._open_latest()
-        if latest.version != read_version or latest.count_rows() > 0:
-            raise CommitConflictError(f"table {table.name!r} changed while its first rows were being "
-                                      "written; nothing was committed, retry the ingestion")
-        op = lance.LanceOperation.Overwrite(new_schema, written.fragments)
-    else:
-        op = lance.LanceOperation.Append(written.fragments)
-    try:
-        version = commit(table.data_uri, op, read_version, table.lake.lance_options,
-                         f"committing rows to table {table.name!r}").version
-    except BaseException as e:
-        # An error does not prove that nothing was committed (the store may have taken the commit and then
-        # lost the connection): deleting the files of a commit that happened would break the table.
-        version = _commit_happened(table, written, read_version, e)
-        if version is None:
-            raise
-    return version
+def _accepted_ids(sink, tracker: IdTracker):
+    """The ids of the rows written (the sink's), not of every row the tracker saw (bad rows have ids too)."""
+    return sink.ids() if sink is not None else None
 
 
-def finish_ingest(table, written: WrittenFiles, read_version: int, mode: str, snap, key: str | None,
-                  new_schema: pa.Schema | None, sources, rejects: list) -> int:
-    """Commit what the tasks wrote (or record an empty ingestion), write quarantined rows; return the version."""
-    version = read_version
-    if written.rows:
-        version = commit_written(table, written, read_version, mode, snap, key, new_schema=new_schema,
-                                 sources=sources)
-    elif key is not None:
-        if sources:
-            record_sources(table, sources, key, read_version)
-        _write_record(table, key, {"state": "committed", "version": read_version, "rows": 0,
-                                   "files": [], "read_version": read_version})
+def commit_ingest(table, job: WriteJob, state, written: WrittenFiles, ids, spec, files, rejects: list,
+                  index_id: str | None, rejected: int = 0, first_rows: bool = False) -> AddResult:
+    """Write the id run and rejects file of an ingestion, then commit everything once; return the result.
+
+    Shared by the local and distributed engines and the DataFrame writers. ``first_rows``: the rows were
+    written for columns the table does not have yet (see ``ingest.schema``)."""
+    id_type = spec.id_type
+    if not written.rows and not rejects and not files and job.key is None:
+        return AddResult(0, rejected, state.version, None, False, [], 0.0, 0)  # nothing at all to commit
+    run = None
+    if ids is not None and len(ids):
+        run = write_run(table.store, table.loc, run_path(job.txn), ids, id_type)
+        job.track_object(run.path)
+    rej = None
     if rejects:
-        write_rejects(table, key, rejects)
-    table._invalidate()
-    return version
-
-
-def _commit_happened(table, written: WrittenFiles, read_version: int, error: BaseException) -> int | None:
-    """Return the version that references ``written``'s files if a commit that raised ``error`` in fact
-    happened, else None (also when the store cannot tell: the caller then reports the error)."""
-    if not isinstance(error, Exception) or isinstance(error, CommitConflictError):
-        return None  # an interrupt or a conflict: Lance did not commit
+        rej = write_rejects_file(table, job.txn, job.key, rejects)
+        job.track_object(rej)
+    frags = list(written.fragments)
+    op = first_rows_operation(frags, spec) if first_rows else lance.LanceOperation.Append(frags)
+    info = {"rows": int(written.rows), "rejected": int(rejected), "bytes": int(written.bytes)}
+    if first_rows:
+        info["columns"] = [f.name for f in spec.user_schema]
+    change = Change(op="append", operation=op, files=dict(written.partitions), index_id=index_id,
+                    runs_added=[run] if run is not None else [],
+                    new_keys=np.unique(id_keys(ids, id_type)) if run is not None else None,
+                    sources=[source_hash(f) for f in files or []], rejects=[rej] if rej else [],
+                    info=info, exact=first_rows, columns=[f.name for f in spec.user_schema or []])
+    what = f"committing rows to table {table.name!r}"
     try:
-        return _version_with_files(table, set(written.partitions), read_version)
-    except Exception:
-        return None
+        res = job.commit(change, state, what)
+    except CommitConflictError as e:
+        if not (first_rows and not_committed(e) and same_columns(table, spec)):
+            raise
+        # a concurrent first ingestion set the very same columns: these fragments fit; append them
+        change.operation, change.exact = lance.LanceOperation.Append(frags), False
+        change.info.pop("columns", None)
+        res = job.commit(change, state, what)
+    return AddResult(written.rows, rejected, res.version, job.key, False, [], 0.0, written.bytes)
 
 
-def _version_with_files(table, files: set, after: int) -> int | None:
-    """Return the first version after ``after`` whose fragments reference any of the data ``files``."""
-    if not files:
-        return None
-    latest = table._open_latest()
-    for v in range(after + 1, latest.version + 1):
-        try:
-            dv = latest if v == latest.version else table._open_version(v)
-        except LakevecError:
-            continue
-        if files & {df.path for fr in dv.get_fragments() for df in fr.metadata.files}:
-            return v
-    return None
-
-
-def already_ingested(table, key: str) -> int | None:
-    """Return the version that committed ``key``, or None if it was never committed."""
-    rec = table.files.read_ingest_record(key)
-    if rec is None:
-        return None
-    if rec.get("state") == "committed":
-        return int(rec["version"])
-    files = set(rec.get("files") or [])
-    if not files:
-        return None
-    # pending: did the commit happen before the driver died? Look at the versions after it.
-    v = _version_with_files(table, files, int(rec["read_version"]))
-    if v is not None:
-        _write_record(table, key, {**rec, "state": "committed", "version": v})
-    return v
-
-
-SOURCES_DIR = "files"  # under _lakevec/ingest/: one record per committed Parquet source file
-
-
-def _source_record_name(src: FileSource) -> str:
-    import hashlib
-    return hashlib.sha256(src.identity().encode()).hexdigest()[:40] + ".json"
-
-
-def new_sources(table, files: list[FileSource]) -> tuple[list[FileSource], list[FileSource]]:
-    """Split ``files`` into (not yet ingested, committed by an earlier ingestion), with one LIST."""
-    from ..config import META_DIR
-    done = set(table.store.list_names(table.loc.join(META_DIR, "ingest", SOURCES_DIR)))
-    new = [f for f in files if _source_record_name(f) not in done]
-    old = [f for f in files if _source_record_name(f) in done]
-    return new, old
-
-
-def record_sources(table, files: list[FileSource], key: str | None, version: int) -> None:
-    """Record that ``files`` were committed at ``version`` (by ingestion ``key``); PUTs run in parallel."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..config import META_DIR
-    now = time.time()
-
-    def put(f: FileSource) -> None:
-        table.store.write_json(table.loc.join(META_DIR, "ingest", SOURCES_DIR, _source_record_name(f)),
-                               {"uri": f.uri, "identity": f.identity(), "key": key, "version": version,
-                                "committed_at": now})
-
-    if len(files) <= 1 or table.store.loc.is_local:
-        for f in files:
-            put(f)
-        return
-    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
-        list(pool.map(put, files))
-
-
-def _write_record(table, key: str, rec: dict) -> None:
-    table.files.write_ingest_record(key, {"key": key, **rec})
-
-
-def _check_key(key) -> None:
-    import re
-    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_.:=-]{1,200}", key):
-        raise InvalidArgumentError(f"idempotency_key {key!r} must be 1-200 characters of [A-Za-z0-9_.:=-]")
-
-
-REJECTS_SCHEMA = pa.schema([
-    pa.field("ingest_key", pa.string()), pa.field("source", pa.string()), pa.field("row", pa.int64()),
-    pa.field("id", pa.string()), pa.field("reason", pa.string()), pa.field("rejected_at", pa.float64()),
-])
-
-
-def write_rejects(table, key: str | None, rejects: list) -> None:
-    """Append quarantined rows (source, row, id, reason) to the table's rejects dataset."""
-    now = time.time()
-    t = pa.table({
-        "ingest_key": [key or ""] * len(rejects),
-        "source": [r[0] for r in rejects],
-        "row": [int(r[1]) for r in rejects],
-        "id": [r[2] for r in rejects],
-        "reason": [r[3] for r in rejects],
-        "rejected_at": [now] * len(rejects),
-    }, schema=REJECTS_SCHEMA)
-    uri = table.rejects_uri
-    try:
-        lance.write_dataset(t, uri, mode="append", storage_options=table.lake.lance_options)
-    except Exception as e:
-        from ..store.objects import wrap_io_error
-        raise wrap_io_error(e, f"writing quarantined rows to {uri}") from e
+__all__ = ["AddResult", "BAD_ROW_MODES", "add", "check_args", "check_key", "commit_ingest", "new_sources",
+           "skipped_result", "source_hash", "table_spec"]

@@ -56,11 +56,14 @@ class IdTracker:
     """Detects duplicate ids within one ingestion and against ids already in the table."""
 
     def __init__(self, id_type: str, existing=None):
+        """``existing``: the ids already in the table: an array, or an index answering ``contains(ids)``
+        (``lakevec.commit.ids.IdIndex``: reads only the id runs the checked ids can overlap)."""
         self.id_type = id_type
         self._seen_chunks: list = []  # [(sorted ids, their global rows)] of this ingestion
         self._seen_str: set = set()
         self._first_row: dict = {}
-        if existing is not None and len(existing):
+        self._index = existing if hasattr(existing, "contains") else None
+        if self._index is None and existing is not None and len(existing):
             if id_type == "int64":
                 self._existing = np.unique(np.asarray(existing, dtype=np.int64))
             else:
@@ -70,12 +73,26 @@ class IdTracker:
         if not hasattr(self, "_existing_str"):
             self._existing_str = set()
 
+    def _in_table(self, ids) -> np.ndarray:
+        if self._index is not None:
+            return self._index.contains(ids)
+        if self.id_type == "int64":
+            return _isin_sorted(ids, self._existing)
+        return np.fromiter((v in self._existing_str for v in ids), dtype=bool, count=len(ids))
+
+    def seen_ids(self) -> np.ndarray:
+        """Return every id this tracker accepted (int64 sorted, or an object array of strings)."""
+        if self.id_type == "int64":
+            chunks = [c[0] for c in self._seen_chunks if len(c[0])]
+            return np.sort(np.concatenate(chunks)) if chunks else np.empty(0, dtype=np.int64)
+        return np.asarray(sorted(self._seen_str), dtype=object)
+
     def check(self, ids, rows: np.ndarray) -> dict[int, str]:
         """Return {row: reason} for duplicate ids among ``ids`` (nulls already removed) and remember them."""
         bad: dict[int, str] = {}
         if self.id_type == "int64":
             ids = np.asarray(ids, dtype=np.int64)
-            in_table = _isin_sorted(ids, self._existing)
+            in_table = self._in_table(ids)
             in_seen, seen_row = self._lookup_seen(ids)
             order = np.argsort(ids, kind="stable")
             s = ids[order]
@@ -112,8 +129,9 @@ class IdTracker:
                 o = np.argsort(cat_ids, kind="stable")
                 ch[-2:] = [(cat_ids[o], cat_rows[o])]
         else:
+            in_table = self._in_table(ids)
             for i, v in enumerate(ids):
-                if v in self._existing_str:
+                if in_table[i]:
                     bad[int(rows[i])] = f"duplicate id {v!r}: already in the table"
                 elif v in self._seen_str:
                     bad[int(rows[i])] = f"duplicate id {v!r} (also at row {self._first_row.get(v, '?')})"

@@ -214,7 +214,7 @@ def _check_retried(t, fo, r, rows):
     files = data_files(t)
     committed = {fr.metadata.files[0].path for fr in t.snapshot().ds.get_fragments()}
     assert files - committed  # orphans exist
-    out = t.vacuum(older_than=0)
+    out = t.vacuum(older_than=0, force=True)
     assert out["data_files_removed"] >= len(files - committed)
     assert data_files(t) == committed
     assert t.count_rows() == len(rows["id"])
@@ -246,14 +246,14 @@ def test_job_killed_before_commit_leaves_table_unchanged_and_vacuum_cleans_up(ra
     src, rows = make_sources(Storage("local", lake.uri, None), tmp_path)
     t = lake.create_table("t", dim=DIM)
     t.add(_rows(100_000, 1000, seed=1))
-    t.build_index(num_partitions=4)  # so that the dead job also leaves a partition-map sidecar
-    t.vacuum(older_than=0)  # only the current version's files remain
+    t.build_index(num_partitions=4)  # so that the dead job writes per-partition fragments and an id run
+    t.vacuum(older_than=0, force=True)  # only the current version's files remain
     before = TableState(t)
-    partmaps = set(t.files.partmap_names())
+    meta_before = _meta_objects(t)
     # The driver dies (SIGKILL) right when it commits: tasks ran on the shared Ray, files are written.
     code = textwrap.dedent(f"""
         import os, signal
-        import lakevec, lakevec.ingest.job as job
+        import lakevec, lakevec.commit.job as job
         from lakevec.engines import get_engine
         def die(*a, **k):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -268,17 +268,42 @@ def test_job_killed_before_commit_leaves_table_unchanged_and_vacuum_cleans_up(ra
     before.assert_unchanged(files=False)  # same version, same rows
     orphans = data_files(t) - before.files
     assert orphans  # the dead job's fragments are still there...
-    assert set(t.files.partmap_names()) - partmaps  # ...and its sidecar
-    from lakevec.ingest.convert import resolve_files, sources_key
-    key = sources_key(resolve_files(src))
-    assert t.files.read_ingest_record(key)["state"] == "pending"
-    out = t.vacuum(older_than=0)
+    new_meta = _meta_objects(t) - meta_before
+    assert any(n.startswith("ids/") for n in new_meta)  # ...and its id run, its lease and its key's claim
+    assert any(n.startswith("leases/") for n in new_meta) and any(n.startswith("claims/") for n in new_meta)
+    # the lease of the dead job keeps vacuum away from its files until it expires
+    out = t.vacuum(older_than=0, force=True)
+    assert out["live_jobs"] == 1 and data_files(t) - before.files == orphans
+    _expire_leases(t)
+    out = t.vacuum(older_than=0, force=True)
     assert data_files(t) == before.files  # vacuum removed exactly the orphans
-    assert set(t.files.partmap_names()) == partmaps and out["partmaps_removed"] == 1
-    assert t.files.read_ingest_record(key) is None and out["ingest_records_removed"] == 1
+    assert _meta_objects(t) == meta_before and out["claims_removed"] >= 2
     # the sources can now be ingested for real
     r = t.add(src, engine="ray")
     assert r.rows_added == len(rows["id"]) and t.count_rows() == before.rows + len(rows["id"])
+
+
+def _meta_objects(t) -> set[str]:
+    import pyarrow.fs as pafs
+    root = t.loc.join("_lakevec")
+    out = set()
+    for i in t.store.list(root, recursive=True):
+        if i.type == pafs.FileType.File:
+            rel = i.path.split("/_lakevec/", 1)[1]
+            if not rel.startswith(("commits/", "checkpoints/")):  # the ones of committed versions come and go
+                out.add(rel)
+    return out
+
+
+def _expire_leases(t) -> None:
+    """Make every lease and claim look expired (as after the dead process's lease time)."""
+    import pyarrow.fs as pafs
+    for i in t.store.list(t.loc.join("_lakevec"), recursive=True):
+        if i.type == pafs.FileType.File and ("/leases/" in i.path or "/claims/" in i.path):
+            uri = i.path if t.store.loc.is_local else f"s3://{i.path}"
+            body = t.store.read_json(uri)
+            body["expires_at"] = 0
+            t.store.write_json(uri, body)
 
 
 def test_in_memory_input_with_a_distributed_engine(dist_engine, local_lake):

@@ -120,9 +120,15 @@ def test_cli_compact_and_vacuum(local_lake, capsys):
     assert cli(["--json", "compact", "--lake", local_lake.uri, "t"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["committed"] and r["fragments_before"] == 4 and r["fragments_after"] == 1
-    assert cli(["vacuum", "--lake", local_lake.uri, "t", "--older-than", "0", "--json"]) == 0
+    assert cli(["vacuum", "--lake", local_lake.uri, "t", "--older-than", "0", "--json"]) == 1
+    assert "force" in capsys.readouterr().err  # below the minimum retention without --force
+    assert cli(["vacuum", "--lake", local_lake.uri, "t", "--older-than", "0", "--dry-run", "--force", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert cli(["vacuum", "--lake", local_lake.uri, "t", "--older-than", "0", "--force", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["versions_removed"] == 5 and r["data_files_removed"] == 4
+    assert r["versions_removed"] == 5 and r["data_files_removed"] == 4  # create, 4 appends (compact: kept)
+    assert {k: v for k, v in dry.items() if k not in ("dry_run", "seconds")} == \
+        {k: v for k, v in r.items() if k not in ("dry_run", "seconds")}  # the dry run said exactly this
     assert cli(["vacuum", "--lake", local_lake.uri, "t", "--older-than", "7d"]) == 0
     assert "removed 0 old version(s)" in capsys.readouterr().out
     assert cli(["vacuum", "--lake", local_lake.uri, "t", "--older-than", "soon"]) == 2

@@ -35,9 +35,9 @@ def test_same_parquet_sources_twice_commit_once(storage, lake, tmp_path):
         r = t.add(again)
         assert r.skipped and r.key == r1.key, again
     assert t.version == v1 and t.count_rows() == 30
-    # the committed record names the version
-    rec = t.files.read_ingest_record(r1.key)
-    assert rec["state"] == "committed" and rec["version"] == v1 and rec["rows"] == 30
+    # the version's state names the key and the source files with the version that committed them
+    st = t.snapshot().state
+    assert st.keys[r1.key] == v1 and len(st.sources) == 2 and set(st.sources.values()) == {v1}
 
 
 def test_new_or_changed_sources_are_ingested(storage, lake, tmp_path):
@@ -80,29 +80,6 @@ def test_key_of_an_ingestion_that_added_nothing_is_recorded(lake):
     assert t.add(bad, on_bad_rows="skip", idempotency_key="all-bad").skipped
 
 
-def test_pending_record_whose_commit_happened_is_recognised(storage, lake, tmp_path):
-    root, paths = _sources(storage, tmp_path)
-    t = lake.create_table("t", dim=DIM)
-    t.add(make_rows(4, DIM, start=1000))
-    read_version = t.version
-    r1 = t.add(paths)
-    committed = t.version
-    rec = t.files.read_ingest_record(r1.key)
-    # the driver died after the Lance commit, before it recorded the source files and marked the record
-    t.files.write_ingest_record(r1.key, {"key": r1.key, "state": "pending", "read_version": read_version,
-                                         "files": rec["files"]})
-    sources_dir = t.loc.join(META_DIR, "ingest", "files")
-    assert len(t.store.list_names(sources_dir)) == 2
-    t.store.delete_tree(sources_dir)
-    t.add(make_rows(2, DIM, start=2000))  # another writer committed meanwhile
-    v = t.version
-    r2 = t.add(paths)
-    assert r2.skipped and t.version == v and t.count_rows() == 4 + 30 + 2
-    rec = t.files.read_ingest_record(r1.key)
-    assert rec["state"] == "committed" and rec["version"] == committed
-    assert len([n for n in t.store.list_names(sources_dir) if n.endswith(".json")]) == 2  # recorded again
-
-
 def test_growing_folder_ingests_only_new_files(storage, lake, tmp_path):
     root, paths = _sources(storage, tmp_path, n=2)
     t = lake.create_table("t", dim=DIM)
@@ -122,16 +99,24 @@ def test_growing_folder_ingests_only_new_files(storage, lake, tmp_path):
     assert sorted(t.to_arrow(columns=["id"]).column("id").to_pylist()) == list(range(50))
 
 
-def test_pending_record_without_commit_is_retried(storage, lake, tmp_path):
+def test_claim_of_a_dead_run_is_taken_over(storage, lake, tmp_path):
+    """A run that claimed the key and died (no heartbeat: its claim expired) does not block the key."""
+    import json
+    import time
+
+    from lakevec.commit.claims import CLAIMS_DIR, claim_name
     root, paths = _sources(storage, tmp_path)
     t = lake.create_table("t", dim=DIM)
     from lakevec.ingest.convert import resolve_files, sources_key
     key = sources_key(resolve_files(paths, storage.storage_options))
-    t.files.write_ingest_record(key, {"key": key, "state": "pending", "read_version": t.version,
-                                      "files": ["0-never-committed.lance"]})
+    dead = {"key": key, "owner": "dead-run", "attempt": 0, "claimed_at": time.time() - 600,
+            "expires_at": time.time() - 480}
+    t.store.put_if_absent(t.loc.join(META_DIR, CLAIMS_DIR, claim_name(key), "000000.json"), json.dumps(dead).encode())
     r = t.add(paths)
     assert not r.skipped and r.rows_added == 30 and r.key == key
-    assert t.files.read_ingest_record(key)["state"] == "committed"
+    names = t.store.list_names(t.loc.join(META_DIR, CLAIMS_DIR, claim_name(key)))
+    assert names == ["000000.json", "000001.json"]  # a new attempt, never the dead run's object reused
+    assert t.add(paths).skipped
 
 
 # -- failures leave no trace -----------------------------------------------------------------------
@@ -169,7 +154,7 @@ def test_failure_between_write_and_commit_leaves_no_trace(storage, lake, tmp_pat
 
 
 def test_failure_of_the_first_commit_of_a_new_table(lake, monkeypatch):
-    # the first rows with user columns commit an Overwrite of the empty table
+    # the first rows with user columns set them in the same commit (a Merge on the empty version)
     t = lake.create_table("t", dim=DIM)
     before = TableState(t)
     with monkeypatch.context() as m:
@@ -187,7 +172,7 @@ def test_failure_while_writing_fragments_deletes_the_written_ones(lake, monkeypa
     t.add(make_rows(400, DIM))
     t.build_index(num_partitions=4)
     before = TableState(t)
-    import lakevec.ingest.write as write_mod
+    import lakevec.commit.fragments as write_mod
     real = write_mod.write_fragments
     calls = []
 
@@ -216,6 +201,8 @@ def test_keyboard_interrupt_at_commit_leaves_no_trace(lake, monkeypatch):
 
 
 def test_commit_conflict_is_reported_as_such(lake, monkeypatch):
+    import lakevec.commit.protocol as protocol
+    monkeypatch.setattr(protocol, "MAX_ATTEMPTS", 3)
     t = lake.create_table("t", dim=DIM)
     t.add(make_rows(5, DIM))
     before = TableState(t)
@@ -234,17 +221,25 @@ def test_failed_ingestion_with_key_can_be_retried(lake, monkeypatch):
         _failing_commit(m)
         with pytest.raises(lakevec.LakevecError):
             t.add(make_rows(5, DIM, start=5), idempotency_key="k1")
-    assert t.files.read_ingest_record("k1") is None or t.files.read_ingest_record("k1")["state"] == "pending"
+    from lakevec.commit.claims import CLAIMS_DIR, claim_name
+    assert "k1" not in t.snapshot().state.keys
+    assert t.store.list_names(t.loc.join(META_DIR, CLAIMS_DIR, claim_name("k1"))) == []  # the claim was released
     r = t.add(make_rows(5, DIM, start=5), idempotency_key="k1")
     assert not r.skipped and r.rows_added == 5 and t.count_rows() == 10
     assert t.add(make_rows(5, DIM, start=5), idempotency_key="k1").skipped
 
 
-def test_ingest_records_live_in_the_table_metadata_folder(lake):
+def test_ingestion_objects_live_in_the_table_metadata_folder(lake):
+    from lakevec.commit.claims import CLAIMS_DIR, LEASES_DIR, claim_name
     t = lake.create_table("t", dim=DIM)
-    t.add(make_rows(5, DIM), idempotency_key="nightly-1")
-    names = t.store.list_names(t.loc.join(META_DIR, "ingest"))
-    assert names == ["nightly-1.json"]
+    r = t.add(make_rows(5, DIM), idempotency_key="nightly-1")
+    st = t.snapshot().state
+    assert t.store.list_names(t.loc.join(META_DIR, "commits")) == sorted(
+        [f"{txn}.json" for _, txn in st.chain] + [f"{st.txn}.json"])
+    assert t.store.list_names(t.loc.join(META_DIR, "ids")) == [f"{st.txn}.npy"]
+    assert t.store.list_names(t.loc.join(META_DIR, CLAIMS_DIR, claim_name("nightly-1"))) == ["000000.json"]
+    assert t.store.list_names(t.loc.join(META_DIR, LEASES_DIR)) == []  # the job's lease ended with it
+    assert st.keys == {"nightly-1": r.version}
     assert len(data_files(t)) >= 1
 
 
@@ -268,7 +263,7 @@ def test_source_rewritten_with_the_same_size_is_a_new_source(storage, lake, tmp_
 # -- concurrent writers ------------------------------------------------------------------------------
 
 def _second_writer_commits_before_finish(monkeypatch, other, data):
-    import lakevec.ingest.write as write_mod
+    import lakevec.commit.fragments as write_mod
     real = write_mod.FragmentSink.finish
     done = []
 
@@ -293,19 +288,30 @@ def test_concurrent_appends_both_commit(lake, monkeypatch):
         list(range(10)) + list(range(100, 107)) + list(range(500, 505))
 
 
-def test_concurrent_first_ingestions_conflict_without_trace(lake, monkeypatch):
+def test_concurrent_first_ingestions_with_the_same_columns_both_commit(lake, monkeypatch):
+    t = lake.create_table("t", dim=DIM)
+    other = lakevec.connect(lake.uri, storage_options=lake.storage_options).open_table("t")
+    with monkeypatch.context() as m:
+        _second_writer_commits_before_finish(m, other, make_rows(5, DIM, start=500))
+        r = t.add(make_rows(7, DIM, start=100))  # both set the columns (id, vector, tag): both rows kept
+    assert r.rows_added == 7 and t.schema.names == ["id", "vector", "tag"]
+    assert sorted(t.to_arrow(columns=["id"]).column("id").to_pylist()) == list(range(100, 107)) + list(range(500, 505))
+
+
+def test_concurrent_first_ingestions_with_other_columns_conflict_without_trace(lake, monkeypatch):
     t = lake.create_table("t", dim=DIM)
     other = lakevec.connect(lake.uri, storage_options=lake.storage_options).open_table("t")
     files_before = data_files(t)
     with monkeypatch.context() as m:
-        _second_writer_commits_before_finish(m, other, make_rows(5, DIM, start=500))
+        _second_writer_commits_before_finish(m, other, make_rows(5, DIM, start=500, tag=False))
         with pytest.raises(lakevec.CommitConflictError) as ei:
-            t.add(make_rows(7, DIM, start=100))  # its first rows fix the schema: must not overwrite the other's
-    assert "retry" in str(ei.value)
-    assert t.count_rows() == 5
+            t.add(make_rows(7, DIM, start=100))  # its first rows set columns the winner did not: refused
+    assert "nothing was committed" in str(ei.value) or "retry" in str(ei.value)
+    assert t.count_rows() == 5 and t.schema.names == ["id", "vector"]
     assert sorted(t.to_arrow(columns=["id"]).column("id").to_pylist()) == list(range(500, 505))
     assert len(data_files(t) - files_before) == 1, "the losing ingestion left data files behind"
-    assert t.add(make_rows(7, DIM, start=100)).rows_added == 7 and t.count_rows() == 12
+    with pytest.raises(lakevec.SchemaError):  # a retry sees the winner's columns
+        t.add(make_rows(7, DIM, start=100))
 
 
 def test_commit_that_succeeded_but_reported_an_error_keeps_its_files(lake, monkeypatch):
@@ -326,5 +332,5 @@ def test_commit_that_succeeded_but_reported_an_error_keeps_its_files(lake, monke
     assert r.rows_added == 6 and r.version == v0 + 1 == t.version
     got = t.to_arrow(columns=["id", "vector"])  # every data file is still there
     assert sorted(got.column("id").to_pylist()) == list(range(5)) + list(range(100, 106))
-    assert t.files.read_ingest_record("lost-response")["state"] == "committed"
+    assert t.snapshot().state.keys["lost-response"] == r.version
     assert t.add(make_rows(6, DIM, start=100), idempotency_key="lost-response").skipped

@@ -1,6 +1,7 @@
-"""Write validated rows as Lance fragment files (not committed): per partition once indexed.
+"""Write rows as Lance fragment files (not committed): one partition per fragment once indexed.
 
-Workers call ``FragmentSink``; the driver commits the returned fragment metadata once. Rows of an
+Workers (ingest, index build, compaction) call ``FragmentSink``; the driver commits the returned fragment
+metadata once through ``lakevec.commit.protocol``. Rows of an
 indexed table are assigned to their nearest centroid and every fragment holds one partition
 (partition purity); buffers are flushed when they reach a byte budget, so memory stays bounded.
 """
@@ -14,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from lance.fragment import write_fragments
 
-from ..config import MAX_ROWS_PER_FILE, PARTITION_COLUMN, UNASSIGNED
+from ..config import ID_COLUMN, MAX_ROWS_PER_FILE, PARTITION_COLUMN, UNASSIGNED
 from ..errors import LakevecError
 from ..index.ivf import IvfModel
 from ..store.objects import ObjectStore, wrap_io_error
@@ -52,13 +53,14 @@ class FragmentSink:
     """Buffers validated batches and writes them as fragments (one partition each when indexed)."""
 
     def __init__(self, data_uri: str, schema: pa.Schema, storage_options: dict | None,
-                 model: IvfModel | None = None, mode: str = "append",
+                 model: IvfModel | None = None, mode: str = "append", collect_ids: bool = False,
                  max_rows_per_file: int = MAX_ROWS_PER_FILE, flush_bytes: int = FLUSH_BYTES):
         self.data_uri = data_uri
         self.schema = schema
         self.storage_options = storage_options
         self.model = model
-        self.mode = mode
+        self.mode = mode  # "overwrite": fragments for a new schema (the first rows of a table set its columns)
+        self._ids: list | None = [] if collect_ids else None  # id arrays of the rows added (ingestion)
         self.max_rows_per_file = max_rows_per_file
         self.flush_bytes = flush_bytes
         self.out = WrittenFiles()
@@ -72,6 +74,8 @@ class FragmentSink:
         """Buffer a validated batch (canonical columns, no _partition); write when the buffer is full."""
         if batch is None or batch.num_rows == 0:
             return
+        if self._ids is not None:
+            self._ids.append(batch.column(batch.schema.get_field_index(ID_COLUMN)))
         if partitions is None:
             if self.model is not None:
                 partitions = self.model.assign(vectors)
@@ -146,6 +150,20 @@ class FragmentSink:
             raise
         except Exception as e:
             raise wrap_io_error(e, f"writing fragments to {self.data_uri}") from e
+
+    def ids(self):
+        """Return the ids of every row added (int64 array, or object array of strings); needs collect_ids."""
+        if not self._ids:
+            return np.empty(0, dtype=np.int64)
+        arr = pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in self._ids])
+        out = arr.to_numpy(zero_copy_only=False)
+        return out.astype(np.int64) if out.dtype.kind in "iu" else np.asarray(out, dtype=object)
+
+    def write_table(self, tbl: pa.Table, partition: int) -> list:
+        """Write ``tbl`` (rows of one partition, in the sink's schema) now; return its fragments."""
+        _, frags = self._write(partition, tbl)
+        self._record(partition, frags)
+        return frags
 
     def _record(self, p: int, frags) -> None:
         self.out.add(frags, p)
