@@ -15,9 +15,9 @@ import re
 _RUST_LOCATION = re.compile(r",?\s*(?:at\s+)?(?:[A-Za-z]:)?[\w.~/\\-]*\.rs:\d+(?::\d+)?")
 _QUOTED = r"""(?:'[^']*'|"[^"]*")"""
 
-# library keywords that the CLI spells as options (anything else is left alone: it may be SQL or a column)
-_KEYWORDS = ("on_bad_rows", "engine", "num_partitions", "nprobe", "idempotency_key", "older_than",
-             "target_rows", "id_column", "vector_column", "metric", "dim", "id_type", "cache_bytes", "cache_dir")
+# library keywords that messages suggest as Python arguments (keyword='value') and the CLI spells as options;
+# anything else (dim=16, SQL, column names) is a description and left alone
+_KEYWORDS = ("on_bad_rows", "engine", "idempotency_key", "older_than", "id_column", "vector_column", "id_type")
 
 
 def strip_rust_locations(text: str) -> str:
@@ -53,8 +53,6 @@ def python_to_cli(text: str) -> str:
     text = re.sub(rf"\b({keys})\s*=\s*({_QUOTED})((?:\s*(?:or|,)\s*{_QUOTED})*)",
                   lambda m: f"{_flag(m.group(1))} {_unquote(m.group(2))}"
                   + re.sub(_QUOTED, lambda q: _unquote(q.group(0)), m.group(3)), text)
-    text = re.sub(rf"\b({keys})\s*=\s*(-?\d[\w.]*|None|True|False)", lambda m: f"{_flag(m.group(1))} {m.group(2)}",
-                  text)
     return text
 
 
