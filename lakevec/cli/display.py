@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from ..progress import END, PHASE_END, START, UPDATE, ProgressEvent, _Reporter
+from ..progress import END, PHASE_END, ProgressEvent, _Reporter
 
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}]{postfix}"
 PLAIN_FORMAT = "{desc}  {elapsed}{postfix}"
@@ -95,34 +95,27 @@ class Step(_Reporter):
         return tqdm(total=None, desc=self.label, file=self.stream, bar_format=PLAIN_FORMAT, leave=False,
                     dynamic_ncols=True, mininterval=0.1, unit="")
 
-    def _redraw(self, ev: ProgressEvent | None = None) -> None:
+    def _redraw(self) -> None:
+        """Draw the live line from the current state: the phase with its counts, or the step's status."""
         if self.mode != "tty":
             return
+        phase, done, total, unit, detail = self._phase, self._done, self._total, self._unit, self._detail
         try:
             with self._bar_lock:
                 bar = self._bar
                 if bar is None:
                     return
-                if ev is not None and ev.kind in (START, UPDATE):
-                    desc = f"{self.label}: {ev.phase}"
-                    if ev.total:
-                        if bar.total != ev.total or bar.bar_format != BAR_FORMAT:
-                            bar.reset(total=ev.total)
-                            bar.bar_format = BAR_FORMAT
-                            bar.unit = f" {ev.unit}" if ev.unit else ""
-                        bar.n = min(ev.done, ev.total)
-                    elif bar.bar_format != PLAIN_FORMAT or bar.total is not None:
-                        bar.reset(total=None)
-                        bar.bar_format = PLAIN_FORMAT
-                    bar.set_description_str(desc, refresh=False)
-                    text = ev.detail or self.status()
-                elif ev is not None and ev.kind == PHASE_END:
+                if phase is not None and total:
+                    if bar.total != total or bar.bar_format != BAR_FORMAT:
+                        bar.reset(total=total)
+                        bar.bar_format = BAR_FORMAT
+                        bar.unit = f" {unit}" if unit else ""
+                    bar.n = min(done, total)
+                elif bar.total is not None or bar.bar_format != PLAIN_FORMAT:
                     bar.reset(total=None)
                     bar.bar_format = PLAIN_FORMAT
-                    bar.set_description_str(self.label, refresh=False)
-                    text = self.status()
-                else:
-                    text = self.status() if bar.total is None or not self._phase else (self._detail or self.status())
+                bar.set_description_str(f"{self.label}: {phase}" if phase is not None else self.label, refresh=False)
+                text = (detail if phase is not None else "") or self.status()
                 bar.set_postfix_str(f"  {text}" if text else "", refresh=False)
                 bar.refresh()
         except (OSError, ValueError):
@@ -138,7 +131,7 @@ class Step(_Reporter):
             if ev.ok:
                 self._write_line(f"lakevec: {self.label}: {ev.describe()} in {fmt_seconds(ev.elapsed)}")
         if ev.kind != END:
-            self._redraw(ev)
+            self._redraw()
 
     # -- the step as a context manager -------------------------------------------------------
     def __enter__(self) -> "Step":
