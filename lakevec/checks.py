@@ -13,6 +13,7 @@ passes ``"--nprobe"``, the library ``"nprobe"``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import numbers
 
 from .errors import InvalidArgumentError, LakevecError
@@ -74,7 +75,6 @@ def require(module: str, extra: str, what: str | None = None, load: bool = True)
     """
     top = module.split(".")[0]
     if not load:
-        import importlib.util
         if importlib.util.find_spec(top) is None:
             raise _missing(module, extra, what)
         return None
