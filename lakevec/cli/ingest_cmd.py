@@ -126,7 +126,8 @@ def run(args) -> dict:
         common.note(args, f"created table {table.name!r} (dim={table.meta.dim}, metric={table.meta.metric}) "
                           f"in {lake.uri}")
     source = f"{len(files)} file(s), {common.fmt_bytes(total)}"
-    with common.progress(args, f"ingesting into {table.name!r}", status=lambda: source) as step:
+    with common.progress(args, f"ingesting into {table.name!r}") as step:
+        step.update(source)
         r = common.call_with_progress(table.add, step, [f.uri for f in files], id_column=args.id_column,
                                       vector_column=args.vector_column, on_bad_rows=args.on_bad_rows,
                                       idempotency_key=args.idempotency_key, engine=args.engine)

@@ -59,8 +59,9 @@ examples:
   lakevec quickstart                                  # demo on an embedded S3 server (SIFT10K)
   export LAKEVEC_LAKE=s3://my-bucket/lake             # or pass --lake to every command
   lakevec ingest docs 's3://my-bucket/emb/2024-06-01/*.parquet' --dim 384 --metric cosine
-  lakevec index docs
+  lakevec index docs                                  # phases with counts on stderr
   lakevec search docs --query-file queries.npy -k 10 --output hits.parquet
+  lakevec tables; lakevec describe docs; lakevec versions docs
   lakevec --json stats docs
 
 exit codes: 0 ok, 1 lakevec error (message on stderr), 2 bad usage, 3 internal error, 130 interrupted

@@ -189,3 +189,21 @@ def test_index_command_reports_its_steps_and_phases(tmp_path, capsys):
         assert len(lines) >= 3
     else:
         assert r["phases"] == []
+
+
+def test_ingest_reports_the_data_bytes_it_wrote(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.random.default_rng(0).standard_normal((5000, 32)).astype(np.float32)
+    pq.write_table(pa.table({"id": np.arange(5000), "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()),
+                                                                                               32)}),
+                   tmp_path / "src.parquet")
+    code = cli_main.main(["--json", "ingest", "t", str(tmp_path / "src.parquet"), "--create", "--lake",
+                          str(tmp_path / "lake")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["bytes_written"] >= x.nbytes * 0.9  # the vectors themselves, not only lakevec's small records
+    line = next(x for x in err.splitlines() if "ingesting into 't': done" in x)
+    assert line.endswith(f"(5,000 rows, {common.fmt_bytes(r['bytes_written'])} written -> version {r['version']})")
