@@ -93,7 +93,7 @@ class Progress:
     def update(self, done: int | None = None, total: int | None = None, detail: str | None = None) -> None:
         """Set the current phase's count, total or detail text."""
 
-    def end_phase(self) -> None:
+    def end_phase(self, ok: bool = True) -> None:
         """End the current phase (the next ``phase`` call or the end of the work does it too)."""
 
     def close(self, ok: bool = True) -> None:
@@ -181,9 +181,9 @@ class _Reporter(Progress):
         self._phase = None
         return ev
 
-    def end_phase(self):
+    def end_phase(self, ok=True):
         with self._lock:
-            ev = self._end_locked(ok=True)
+            ev = self._end_locked(ok=ok)
         if ev is not None:
             self._emit(ev)
 
@@ -263,11 +263,11 @@ class _Borrowed(Progress):
     def update(self, done=None, total=None, detail=None):
         self._outer.update(done, total, detail)
 
-    def end_phase(self):
-        self._outer.end_phase()
+    def end_phase(self, ok=True):
+        self._outer.end_phase(ok)
 
     def close(self, ok=True):
-        self._outer.end_phase()
+        self._outer.end_phase(ok)
 
 
 def progress_for(progress, task: str) -> Progress:

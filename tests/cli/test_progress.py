@@ -143,6 +143,16 @@ def test_step_on_a_terminal_shows_percentages_live_and_erases_itself_on_failure(
     assert text.endswith("\r") or text.rsplit("\r", 1)[-1].strip() == ""  # the live line was cleared
 
 
+def test_a_nested_call_that_fails_leaves_no_line_for_its_phase():
+    out = io.StringIO()
+    with pytest.raises(RuntimeError):
+        with Step("indexing", "lines", stream=out) as step:
+            fake_build(step, fail_at="assign")
+    lines = out.getvalue().splitlines()
+    assert [x.split(": ")[2].split(" ")[0] for x in lines] == ["sample", "train"]  # not assign, and no "done"
+    assert [(e.phase, e.ok) for e in step.phases] == [("sample", True), ("train", True), ("assign", False)]
+
+
 def test_quiet_step_prints_nothing():
     out = io.StringIO()
     with Step("x", "off", stream=out) as step:
