@@ -66,17 +66,6 @@ def find_data_dir() -> Path | None:
     return None
 
 
-def read_vecs(path: Path, dtype=np.float32) -> np.ndarray:
-    """Read an .fvecs/.ivecs file (per row: int32 dimension, then that many 4-byte values)."""
-    raw = np.fromfile(path, dtype=np.int32)
-    if raw.size == 0:
-        raise ValueError(f"{path}: empty file")
-    dim = int(raw[0])
-    if dim <= 0 or raw.size % (dim + 1):
-        raise ValueError(f"{path}: not a vecs file")
-    return raw.reshape(-1, dim + 1)[:, 1:].copy().view(dtype)
-
-
 def clustered(n: int, dim: int = 128, n_queries: int = 100, clusters: int = 64, seed: int = 0):
     """Return (base (n, dim), queries) drawn from a Gaussian mixture: clustered like real embeddings."""
     rng = np.random.default_rng(seed)
@@ -92,12 +81,14 @@ def clustered(n: int, dim: int = 128, n_queries: int = 100, clusters: int = 64, 
 
 def load_data(rows: int | None = None, data_dir=None, synthetic: bool = False) -> DemoData:
     """Return the demo data: SIFT10K (its first ``rows`` rows) if found, else ``rows`` synthetic vectors."""
+    from .bench.datasets import read_vecs
+
     d = None if synthetic else (Path(data_dir) if data_dir else find_data_dir())
     if d is not None and all((d / f).is_file() for f in SIFT_FILES):
         base = read_vecs(d / SIFT_FILES[0])
         if rows is None or rows <= len(base):
             queries = read_vecs(d / SIFT_FILES[1])
-            gt = read_vecs(d / SIFT_FILES[2], np.int32)
+            gt = read_vecs(d / SIFT_FILES[2])
             if rows is not None and rows < len(base):
                 base, gt = base[:rows], None  # the file's ground truth is for all 10,000 rows
             return DemoData("SIFT10K" if gt is not None else f"SIFT10K (first {rows:,} rows)", base, queries, gt,
@@ -246,7 +237,12 @@ def run_quickstart(lake: str | None = None, storage_options: dict | None = None,
                                        "version": again.version}
 
             with timed("build_index", "building the IVF index") as s:
-                meta = t.build_index()
+                from .progress import Progress
+                if isinstance(s, Progress):  # the build's phases show inside the step
+                    from .cli.common import call_with_progress
+                    meta = call_with_progress(t.build_index, s)
+                else:
+                    meta = t.build_index()
                 s.update(f"{meta.num_partitions} partitions, default nprobe {meta.default_nprobe}")
             curve = {int(p): float(x) for p, x in meta.recall_curve or []}
             sizes = list(meta.partition_sizes or [])

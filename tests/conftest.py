@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 # Spark binds to the host's resolved address by default, which breaks on machines whose hostname does not
@@ -80,26 +79,14 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-def _vecs(path: Path, dtype) -> np.ndarray:
-    """Read an .fvecs/.ivecs file: per row an int32 dimension, then that many 4-byte values."""
-    raw = np.fromfile(path, dtype=np.int32)
-    if raw.size == 0:
-        raise ValueError(f"{path}: empty file")
-    dim = int(raw[0])
-    if dim <= 0 or raw.size % (dim + 1):
-        raise ValueError(f"{path}: not a vecs file (first dimension {dim}, {raw.size} words)")
-    rows = raw.reshape(-1, dim + 1)
-    if not (rows[:, 0] == dim).all():
-        raise ValueError(f"{path}: rows have different dimensions")
-    return rows[:, 1:].copy().view(dtype)
-
-
 @functools.lru_cache(maxsize=None)
 def _load_sift10k(root: str):
+    from lakevec.bench.datasets import read_vecs
+
     d = Path(root)
-    base = _vecs(d / "siftsmall_base.fvecs", np.float32)
-    queries = _vecs(d / "siftsmall_query.fvecs", np.float32)
-    groundtruth = _vecs(d / "siftsmall_groundtruth.ivecs", np.int32)
+    base = read_vecs(d / "siftsmall_base.fvecs")
+    queries = read_vecs(d / "siftsmall_query.fvecs")
+    groundtruth = read_vecs(d / "siftsmall_groundtruth.ivecs")
     for a in (base, queries, groundtruth):
         a.setflags(write=False)  # shared between tests through the cache: in-place edits must fail loudly
     return base, queries, groundtruth

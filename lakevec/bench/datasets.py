@@ -68,26 +68,53 @@ def _need(data_dir, name: str) -> Path:
     return p
 
 
+VECS_KINDS = {"fvecs": (np.float32, 4), "ivecs": (np.int32, 4), "bvecs": (np.uint8, 1)}
+
+
+def read_vecs(source, kind: str | None = None, name: str | None = None) -> np.ndarray:
+    """Read a texmex ``.fvecs`` / ``.ivecs`` / ``.bvecs`` file: per row an int32 dimension, then that many
+    float32 / int32 / uint8 values. The one reader of these files in lakevec (benchmarks, quickstart, the
+    CLI's query files, the tests).
+
+    ``source``: a path, or the file's bytes (``name`` then says what it is in messages). ``kind``: default
+    from the file name's suffix. Returns (rows, dim): float32 for fvecs and bvecs (bytes widened), int32 for
+    ivecs. Raises ``InvalidArgumentError`` (a ``ValueError``) for an empty, truncated or ragged file.
+    """
+    from ..errors import InvalidArgumentError
+
+    label = str(name if name is not None else (source if not isinstance(source, (bytes, bytearray, memoryview))
+                                               else "vecs data"))
+    if kind is None:
+        kind = label.rsplit(".", 1)[-1].lower()
+    if kind not in VECS_KINDS:
+        raise InvalidArgumentError(f"{label}: unknown vecs kind {kind!r}; expected one of {sorted(VECS_KINDS)}")
+    dtype, width = VECS_KINDS[kind]
+    raw = (np.frombuffer(source, dtype=np.uint8) if isinstance(source, (bytes, bytearray, memoryview))
+           else np.fromfile(source, dtype=np.uint8))
+    if raw.size < 4:
+        raise InvalidArgumentError(f"{label}: empty or truncated {kind} file")
+    dim = int(raw[:4].view(np.int32)[0])
+    row_bytes = 4 + dim * width
+    if dim <= 0 or raw.size % row_bytes:
+        raise InvalidArgumentError(f"{label}: not a {kind} file (first dimension {dim}, {raw.size} bytes)")
+    rows = raw.reshape(-1, row_bytes)
+    if not (rows[:, :4].copy().view(np.int32)[:, 0] == dim).all():
+        raise InvalidArgumentError(f"{label}: rows of a {kind} file have different dimensions")
+    body = np.ascontiguousarray(rows[:, 4:])
+    return body.astype(np.float32) if kind == "bvecs" else body.view(dtype).copy()
+
+
 def read_fvecs(path, dtype=np.float32) -> np.ndarray:
-    a = np.fromfile(path, dtype=np.int32)
-    if a.size == 0:
-        raise ValueError(f"{path}: empty vecs file")
-    d = int(a[0])
-    if a.size % (d + 1):
-        raise ValueError(f"{path}: size {a.size * 4} bytes is not a multiple of rows of dim {d}")
-    return a.reshape(-1, d + 1)[:, 1:].copy().view(dtype)
+    """``read_vecs(path, "fvecs")`` (``dtype=np.int32``: ``"ivecs"``)."""
+    return read_vecs(path, "ivecs" if np.dtype(dtype) == np.int32 else "fvecs")
 
 
 def read_ivecs(path) -> np.ndarray:
-    return read_fvecs(path, np.int32)
+    return read_vecs(path, "ivecs")
 
 
 def read_bvecs(path) -> np.ndarray:
-    a = np.fromfile(path, dtype=np.uint8)
-    d = int(a[:4].view(np.int32)[0])
-    if a.size % (d + 4):
-        raise ValueError(f"{path}: size {a.size} bytes is not a multiple of rows of dim {d}")
-    return a.reshape(-1, d + 4)[:, 4:].astype(np.float32)
+    return read_vecs(path, "bvecs")
 
 
 def load_sift10k(data_dir=None):
@@ -542,6 +569,6 @@ __all__ = [
     "BLOCK_ROWS", "BenchDataset", "ClusteredParams", "DatasetNotFound", "METRICS", "arrow_schema",
     "bigann10k_dataset", "clustered_dataset", "clustered_queries", "default_cache_dir", "default_data_dir",
     "exact_knn", "generate_clustered", "iter_clustered", "load_bigann10k", "load_dataset", "load_sift10k",
-    "load_wordnet", "read_bvecs", "read_fvecs", "read_ivecs", "read_parquet_vectors", "sift10k_dataset",
+    "load_wordnet", "read_bvecs", "read_fvecs", "read_ivecs", "read_vecs", "read_parquet_vectors", "sift10k_dataset",
     "vectors_to_arrow", "write_parquet",
 ]

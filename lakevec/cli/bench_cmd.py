@@ -40,7 +40,10 @@ def load_benchmark(name: str):
         if e.name == modname:
             raise LakevecError(f"benchmark {name!r} is not available in this lakevec installation "
                                f"(module {modname} does not exist yet)") from None
-        raise LakevecError(f"benchmark {name!r} needs the module {e.name!r}, which is not installed") from e
+        top = (e.name or "").split(".")[0]
+        extra = {"pyspark": "spark", "ray": "ray", "pandas": "pandas", "matplotlib": "notebooks"}.get(top)
+        hint = f"; install it with pip install 'lakevec[{extra}]'" if extra else ""
+        raise LakevecError(f"benchmark {name!r} needs the module {e.name!r}, which is not installed{hint}") from e
     if not callable(getattr(mod, "main", None)):
         raise LakevecError(f"benchmark module {modname} has no main(argv) function")
     return mod

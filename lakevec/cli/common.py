@@ -30,8 +30,9 @@ Lake options (also accepted before the command: ``lakevec --lake s3://b/lake sta
 - ``--cache-dir DIR`` / env ``LAKEVEC_CACHE_DIR``; ``--cache-bytes SIZE`` / env ``LAKEVEC_CACHE_BYTES``
   (``8G``, ``500MiB``, ``1e9``).
 
-Progress goes to stderr: a live line (spinner, elapsed time, status) on a terminal; otherwise (not a
-TTY, or ``--json``) one coarse line per step when it ends; nothing with ``--quiet``.
+Progress goes to stderr (``lakevec.cli.display``): a live tqdm line (phase, percentage, counts, elapsed
+time) on a terminal; otherwise (not a TTY, or ``--json``) one line per finished phase and step; nothing
+with ``--quiet``. A failed step prints nothing, so the command's error line is the last line.
 """
 from __future__ import annotations
 
@@ -39,10 +40,9 @@ import argparse
 import os
 import re
 import sys
-import threading
-import time
 
 from ..errors import InvalidArgumentError
+from .display import Step, fmt_seconds  # noqa: F401 - fmt_seconds is part of this module's face
 
 ENV_LAKE = "LAKEVEC_LAKE"
 ENV_CACHE_DIR = "LAKEVEC_CACHE_DIR"
@@ -148,6 +148,17 @@ def open_lake(args, create: bool = False):
         raise NotALakeError(f"{e}; check --lake, or create it with `lakevec ingest TABLE SOURCE... --create`") from e
 
 
+ENGINE_EXTRAS = {"spark": ("pyspark", "spark"), "ray": ("ray", "ray")}
+
+
+def require_engine(engine: str) -> None:
+    """Raise a LakevecError naming the extra to install when ``engine``'s package is missing."""
+    if engine in ENGINE_EXTRAS:
+        from ..checks import require
+        module, extra = ENGINE_EXTRAS[engine]
+        require(module, extra, f"--engine {engine}", load=False)
+
+
 def split_list(values) -> list[str] | None:
     """Flatten repeated/comma-separated option values (``--columns a,b --columns c``) into a list."""
     if not values:
@@ -172,15 +183,6 @@ def progress_mode(args) -> str:
         return "lines"
 
 
-def fmt_seconds(s: float) -> str:
-    """Return ``0.42s``, ``12.3s`` or ``3m05s``."""
-    if s < 10:
-        return f"{s:.2f}s"
-    if s < 60:
-        return f"{s:.1f}s"
-    return f"{int(s // 60)}m{int(s % 60):02d}s"
-
-
 def fmt_bytes(n) -> str:
     """Return a byte count as ``812 B``, ``1.5 KB``, ``3.2 MB``, ``1.1 GB`` (powers of 1000)."""
     if n is None:
@@ -193,93 +195,27 @@ def fmt_bytes(n) -> str:
     return f"{n:.1f} TB"  # pragma: no cover
 
 
-class Progress:
-    """One step of long work, reported on stderr (see ``progress``)."""
-
-    FRAMES = "|/-\\"
-
-    def __init__(self, label: str, mode: str = "lines", stream=None, interval: float = 0.1, status=None):
-        self.label = label
-        self.mode = mode
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self._status = ""
-        self._status_fn = status  # optional callable returning a status string, polled by the live line
-        self._t0 = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._width = 0
-        self.seconds = 0.0
-
-    def update(self, status: str) -> None:
-        """Set the status text shown after the label (counts, current file...)."""
-        self._status = str(status)
-
-    def _line(self, frame: str) -> str:
-        status = self._status
-        if self._status_fn is not None:
-            try:
-                status = self._status_fn() or status
-            except Exception:  # a status probe must never break the work
-                pass
-        tail = f"  {status}" if status else ""
-        return f"{frame} {self.label}  {fmt_seconds(time.monotonic() - self._t0)}{tail}"
-
-    def _write_live(self, text: str) -> None:
-        import shutil
-        text = text[:max(20, shutil.get_terminal_size((100, 20)).columns - 1)]  # a wrapped line cannot be redrawn
-        with self._lock:
-            pad = max(0, self._width - len(text))
-            self.stream.write("\r" + text + " " * pad)
-            self.stream.flush()
-            self._width = len(text)
-
-    def _spin(self) -> None:
-        i = 0
-        while not self._stop.wait(self.interval):
-            i += 1
-            try:
-                self._write_live(self._line(self.FRAMES[i % len(self.FRAMES)]))
-            except (OSError, ValueError):
-                return
-
-    def __enter__(self) -> "Progress":
-        self._t0 = time.monotonic()
-        if self.mode == "tty":
-            self._write_live(self._line(self.FRAMES[0]))
-            self._thread = threading.Thread(target=self._spin, name="lakevec-progress", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.seconds = time.monotonic() - self._t0
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-        if self.mode == "off":
-            return
-        status = self._status
-        if self._status_fn is not None:
-            try:
-                status = self._status_fn() or status
-            except Exception:
-                pass
-        outcome = "done" if exc_type is None else ("interrupted" if exc_type is KeyboardInterrupt else "failed")
-        text = f"lakevec: {self.label}: {outcome} in {fmt_seconds(self.seconds)}" + (f" ({status})" if status else "")
-        try:
-            if self.mode == "tty":
-                with self._lock:
-                    self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.write(text + "\n")
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass
+Progress = Step  # the former name of a command's step
 
 
-def progress(args, label: str, status=None) -> Progress:
-    """Return a Progress context manager for one step, in the mode the options ask for."""
-    return Progress(label, progress_mode(args), status=status)
+def progress(args, label: str, status=None) -> Step:
+    """Return the context manager of one step of a command, in the mode the options ask for.
+
+    The step is also a ``lakevec.progress.Progress`` reporter: pass it as ``progress=`` to a library call
+    (see ``call_with_progress``) and that call's phases show inside the step.
+    """
+    return Step(label, progress_mode(args), status=status)
+
+
+def call_with_progress(fn, step, *args, **kwargs):
+    """Call ``fn(*args, progress=step, **kwargs)``; if ``fn`` takes no ``progress`` argument (yet), call it
+    without: the step then shows only its own elapsed time and status."""
+    try:
+        return fn(*args, progress=step, **kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument 'progress'" not in str(e):
+            raise
+    return fn(*args, **kwargs)
 
 
 def note(args, text: str) -> None:

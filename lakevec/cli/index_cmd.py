@@ -36,16 +36,19 @@ def calibrated_recall(meta) -> float | None:
 def run(args) -> dict:
     import time
 
-    from ..errors import InvalidArgumentError
+    from ..checks import positive_int
 
-    if args.num_partitions is not None and args.num_partitions < 1:
-        raise InvalidArgumentError(f"--num-partitions must be a positive integer, got {args.num_partitions}")
+    positive_int(args.num_partitions, "--num-partitions", optional=True)
+    common.require_engine(args.engine)
     lake = common.open_lake(args)
     table = lake.open_table(args.table)
     rows = table.count_rows()
     t0 = time.time()
-    with common.progress(args, f"building the index of {table.name!r} ({rows:,} rows, engine {args.engine})"):
-        meta = table.build_index(num_partitions=args.num_partitions, engine=args.engine)
+    with common.progress(args, f"building the index of {table.name!r} ({rows:,} rows, engine {args.engine})") \
+            as step:
+        # the build reports its phases (sample, train, assign and write, calibrate, commit) into the step
+        meta = common.call_with_progress(table.build_index, step, num_partitions=args.num_partitions,
+                                         engine=args.engine)
     seconds = time.time() - t0
     sizes = list(meta.partition_sizes or [])
     stats = dict(meta.stats or {})
@@ -67,6 +70,8 @@ def run(args) -> dict:
         "timings": {"sample_seconds": stats.get("sample_seconds"), "train_seconds": stats.get("train_seconds"),
                     "build_seconds": meta.build_seconds, "total_seconds": round(seconds, 3)},
         "tasks": stats.get("tasks"),
+        "phases": [{"phase": e.phase, "done": e.done, "total": e.total, "unit": e.unit,
+                    "seconds": round(e.elapsed, 3)} for e in step.phases],
     }
 
 

@@ -114,6 +114,7 @@ def open_or_create_table(args, lake, create: bool):
 def run(args) -> dict:
     from ..ingest.convert import resolve_files
 
+    common.require_engine(args.engine)
     create = bool(args.create or args.dim is not None)
     lake = common.open_lake(args, create=create)
     with common.progress(args, "resolving sources") as prog:
@@ -124,17 +125,18 @@ def run(args) -> dict:
     if created:
         common.note(args, f"created table {table.name!r} (dim={table.meta.dim}, metric={table.meta.metric}) "
                           f"in {lake.uri}")
-    counters = lake.store.counters
-
-    def status():
-        s = counters.snapshot()
-        done = f"; {common.fmt_bytes(s.bytes_written)} written" if s.bytes_written else ""
-        return f"{len(files)} file(s), {common.fmt_bytes(total)}{done}"
-
-    with common.progress(args, f"ingesting into {table.name!r}", status=status):
-        r = table.add([f.uri for f in files], id_column=args.id_column, vector_column=args.vector_column,
-                      on_bad_rows=args.on_bad_rows, idempotency_key=args.idempotency_key, engine=args.engine)
-    d = r.to_dict() if hasattr(r, "to_dict") else dict(vars(r))
+    source = f"{len(files)} file(s), {common.fmt_bytes(total)}"
+    with common.progress(args, f"ingesting into {table.name!r}") as step:
+        step.update(source)
+        r = common.call_with_progress(table.add, step, [f.uri for f in files], id_column=args.id_column,
+                                      vector_column=args.vector_column, on_bad_rows=args.on_bad_rows,
+                                      idempotency_key=args.idempotency_key, engine=args.engine)
+        d = r.to_dict() if hasattr(r, "to_dict") else dict(vars(r))
+        if d.get("skipped"):
+            step.update(f"{source}: already ingested, nothing committed")
+        else:  # the data fragments' bytes (lakevec's own small records are not counted)
+            step.update(f"{d.get('rows_added', 0):,} rows, {common.fmt_bytes(d.get('bytes_written') or 0)} "
+                        f"written -> version {d.get('version')}")
     out = {
         "table": table.name,
         "lake": lake.uri,
@@ -149,6 +151,8 @@ def run(args) -> dict:
 
 
 def format_text(r: dict) -> str:
+    from ..ingest.validate import group_problems
+
     lines = []
     if r.get("created"):
         lines.append(f"created table {r['table']!r}")
@@ -157,15 +161,20 @@ def format_text(r: dict) -> str:
                      f"nothing new was committed (table {r['table']!r} stays at version {r['version']})")
     elif r.get("rows_added"):
         lines.append(f"ingested {r['rows_added']:,} rows from {r['files']} file(s) into {r['table']!r}: "
-                     f"version {r['version']}")
+                     f"version {r['version']}, {common.fmt_bytes(r.get('bytes_written') or 0)} of data written")
     else:
         lines.append(f"no rows to add from {r['files']} file(s); nothing was committed "
                      f"(version {r['version']})")
     if r.get("rows_rejected"):
-        lines.append(f"rejected {r['rows_rejected']:,} bad rows; first problems:")
-        for p in r.get("problems", [])[:5]:
-            src, row, col, why = (list(p) + [None] * 4)[:4]
-            lines.append(f"  {src} row {row} column {col}: {why}")
+        problems = [p for p in r.get("problems") or [] if len(p) >= 4]
+        lines.append(f"rejected {r['rows_rejected']:,} bad row(s)" + ("; reasons of the first ones:" if problems else ""))
+        by_source: dict = {}
+        for src, row, col, why in (p[:4] for p in problems):
+            by_source.setdefault(src, []).append((row, col, why))
+        for src, probs in by_source.items():
+            for col, why, rows in group_problems(probs)[:5]:
+                shown = ", ".join(str(x) for x in rows[:3]) + (f" and {len(rows) - 3:,} more" if len(rows) > 3 else "")
+                lines.append(f"  {src} row{'s' if len(rows) > 1 else ''} {shown} ({col}): {why}")
     lines.append(f"rows in table: {r['total_rows']:,}   key: {r.get('key') or '-'}   "
                  f"time: {common.fmt_seconds(r.get('seconds') or 0)}")
     return "\n".join(lines)

@@ -11,8 +11,11 @@ Contract of ``main(argv) -> exit code``:
   summary. Progress goes to stderr (see ``common.Progress``).
 - Exit codes: 0 success; 1 a lakevec error (``LakevecError``: bad input, missing table, storage...);
   2 bad usage (argparse errors, ``common.UsageError``); 3 an unexpected internal error (a bug);
-  130 interrupted (Ctrl-C). A failure prints one line ``lakevec: error: <message>`` on stderr (and,
-  with ``--json``, ``{"error": {...}}`` on stdout); ``--debug`` adds the traceback.
+  130 interrupted (Ctrl-C). A failure prints one line ``lakevec: error: <message>`` on stderr, the last
+  line there (a failed step prints no progress line; usage errors print no usage block), and, with
+  ``--json``, ``{"error": {...}}`` on stdout; ``--debug`` adds the traceback. Messages are shown in the
+  command line's terms (``messages.for_cli``: ``--on-bad-rows skip``, not ``on_bad_rows='skip'``; no
+  Rust source paths).
 - A command may put ``"exit_code"`` in its result (``lakevec bench`` passes its benchmark's code on).
 """
 from __future__ import annotations
@@ -27,18 +30,24 @@ import os
 import sys
 import traceback
 
-from . import common
+from . import common, messages
 
 # Commands in the order --help lists them: (command name, module name under lakevec.cli).
 COMMANDS = (
+    ("tables", "tables_cmd"),
+    ("describe", "describe_cmd"),
+    ("versions", "versions_cmd"),
     ("ingest", "ingest_cmd"),
     ("index", "index_cmd"),
     ("search", "search_cmd"),
     ("join", "join_cmd"),
+    ("dedup", "dedup_cmd"),
+    ("optimize", "optimize_cmd"),
     ("stats", "stats_cmd"),
     ("cache", "cache_cmd"),
     ("compact", "compact_cmd"),
     ("vacuum", "vacuum_cmd"),
+    ("pipeline", "pipeline_cmd"),
     ("bench", "bench_cmd"),
     ("quickstart", "quickstart_cmd"),
 )
@@ -50,8 +59,9 @@ examples:
   lakevec quickstart                                  # demo on an embedded S3 server (SIFT10K)
   export LAKEVEC_LAKE=s3://my-bucket/lake             # or pass --lake to every command
   lakevec ingest docs 's3://my-bucket/emb/2024-06-01/*.parquet' --dim 384 --metric cosine
-  lakevec index docs
+  lakevec index docs                                  # phases with counts on stderr
   lakevec search docs --query-file queries.npy -k 10 --output hits.parquet
+  lakevec tables; lakevec describe docs; lakevec versions docs
   lakevec --json stats docs
 
 exit codes: 0 ok, 1 lakevec error (message on stderr), 2 bad usage, 3 internal error, 130 interrupted
@@ -196,22 +206,28 @@ def _formatter(args):
     return getattr(mod, "format_text", None) or format_generic
 
 
-def _one_line(text: str) -> str:
-    parts = [p.strip() for p in str(text).splitlines() if p.strip()]
-    return "; ".join(parts) if parts else "(no message)"
-
-
 def _fail(args, code: int, kind: str, message: str, exc: BaseException | None = None) -> int:
+    """Print the one error line (and the JSON error with --json); return ``code``."""
     if exc is not None and getattr(args, "debug", False):
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    print(f"lakevec: error: {_one_line(message)}", file=sys.stderr, flush=True)
+    text = messages.for_cli(message)
+    try:
+        sys.stderr.flush()
+        print(f"lakevec: error: {text}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
     if getattr(args, "json", False):
         try:
-            print(json.dumps({"error": {"type": kind, "message": _one_line(message), "exit_code": code}}),
-                  flush=True)
+            print(json.dumps({"error": {"type": kind, "message": text, "exit_code": code}}), flush=True)
         except (OSError, ValueError):
             pass
     return code
+
+
+def _usage_message(parser: argparse.ArgumentParser, message: str) -> str:
+    """``index: the following arguments are required: table (see 'lakevec index --help')``."""
+    cmd = parser.prog.split(" ", 1)[1] if " " in parser.prog else ""
+    return f"{cmd + ': ' if cmd else ''}{message} (see '{parser.prog} --help')"
 
 
 def _preparse_flags(argv: list[str]) -> argparse.Namespace:
@@ -228,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             parser = build_parser()
             args = parser.parse_args(argv)
         except _UsageExit as e:
-            e.parser.print_usage(sys.stderr)
-            return _fail(args, EXIT_USAGE, "UsageError", f"{e.parser.prog}: {e}")
+            return _fail(args, EXIT_USAGE, "UsageError", _usage_message(e.parser, str(e)))
         except SystemExit as e:  # --help / --version exit 0 through argparse
             return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
         if not getattr(args, "func", None):
-            parser.print_help(sys.stderr)
-            return _fail(args, EXIT_USAGE, "UsageError", "no command given")
+            names = ", ".join(sorted(parser._subparsers._group_actions[0].choices)) if parser._subparsers else ""
+            return _fail(args, EXIT_USAGE, "UsageError", f"no command given; commands: {names} "
+                                                          "(see 'lakevec --help')")
         result = args.func(args)
         if result is None:
             result = {}
@@ -262,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(args, EXIT_ERROR, type(e).__name__, str(e), e)
         hint = "" if getattr(args, "debug", False) else " (run with --debug for the traceback)"
         return _fail(args, EXIT_INTERNAL, type(e).__name__,
-                     f"internal error: {type(e).__name__}: {_one_line(str(e))}{hint}", e)
+                     f"internal error: {type(e).__name__}: {messages.one_line(str(e))}{hint}", e)
 
 
 if __name__ == "__main__":  # python -m lakevec.cli.main

@@ -59,24 +59,6 @@ def _read_bytes(path: str, storage_options) -> bytes:
         raise StorageError(f"cannot read query file {path}: {e.strerror or e}") from None
 
 
-def _vecs(raw: bytes, path: str, kind: str):
-    import numpy as np
-
-    from ..errors import InvalidArgumentError
-
-    if len(raw) < 4:
-        raise InvalidArgumentError(f"{path}: empty or truncated {kind} file")
-    dim = int(np.frombuffer(raw[:4], dtype=np.int32)[0])
-    width = 4 + dim * (1 if kind == "bvecs" else 4)
-    if dim <= 0 or len(raw) % width:
-        raise InvalidArgumentError(f"{path}: not a {kind} file (first dimension {dim}, {len(raw)} bytes)")
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, width)
-    if not (rows[:, :4].copy().view(np.int32)[:, 0] == dim).all():
-        raise InvalidArgumentError(f"{path}: rows of a {kind} file have different dimensions")
-    body = np.ascontiguousarray(rows[:, 4:])
-    return body.astype(np.float32) if kind == "bvecs" else body.view(np.float32).copy()
-
-
 def read_queries(path: str, storage_options=None, column: str = "vector"):
     """Return (queries float32 (m, d), query ids or None) read from a .npy/.fvecs/.bvecs/.parquet file."""
     import numpy as np
@@ -96,10 +78,11 @@ def read_queries(path: str, storage_options=None, column: str = "vector"):
             raise InvalidArgumentError(f"{path}: expected a 1-D or 2-D numeric array, got {arr.dtype} {arr.shape}")
         return np.atleast_2d(arr).astype(np.float32), None
     if low.endswith((".fvecs", ".bvecs")):
-        return _vecs(raw, path, low.rsplit(".", 1)[1]), None
+        from ..bench.datasets import read_vecs
+        return read_vecs(raw, low.rsplit(".", 1)[1], name=path), None
     if low.endswith((".parquet", ".pq")):
         try:
-            t = pq.read_table(pa.BufferReader(raw))
+            t = pq.read_table(pa.BufferReader(raw), page_checksum_verification=True)
         except pa.ArrowException as e:
             raise InvalidArgumentError(f"{path}: not a readable Parquet file ({e})") from None
         if column not in t.column_names:
@@ -166,12 +149,18 @@ def write_parquet(table, path: str, storage_options=None) -> int:
     return len(data)
 
 
-def _preview(result, n: int) -> list[dict]:
+def _preview(result, n: int, metric: str = "l2") -> list[dict]:
+    """The first ``n`` result rows for printing: floats rounded to 4 places, long lists shortened.
+
+    ``l2`` and ``cosine`` distances cannot be negative: float rounding of a self-match (about -1e-7, or
+    more for large vectors) prints as 0, never ``-0.0000``."""
     rows = result.slice(0, max(0, n)).to_pylist()
     for r in rows:
         for k, v in list(r.items()):
             if isinstance(v, float):
-                r[k] = round(v, 4)
+                if k == "distance" and metric != "dot":
+                    v = max(v, 0.0)
+                r[k] = round(v, 4) + 0.0  # + 0.0 turns -0.0 into 0.0
             elif isinstance(v, (list, bytes)) and len(v) > 8:
                 r[k] = f"<{len(v)} values>"
     return rows
@@ -183,14 +172,12 @@ def run(args) -> dict:
     import numpy as np
     import pyarrow as pa
 
-    from ..errors import InvalidArgumentError
+    from ..checks import positive_int
 
-    if args.k < 1:
-        raise InvalidArgumentError(f"-k must be a positive integer, got {args.k}")
-    if args.nprobe is not None and args.nprobe < 1:
-        raise InvalidArgumentError(f"--nprobe must be a positive integer, got {args.nprobe}")
-    if args.random is not None and args.random < 1:
-        raise InvalidArgumentError(f"--random must be a positive integer, got {args.random}")
+    positive_int(args.k, "-k")
+    positive_int(args.nprobe, "--nprobe", optional=True)
+    positive_int(args.random, "--random", optional=True)
+    positive_int(args.at_version, "--at-version", optional=True)
     lake = common.open_lake(args)
     table = lake.open_table(args.table)
     if args.at_version is not None:
@@ -236,7 +223,7 @@ def run(args) -> dict:
         out["output"] = args.output
         with common.progress(args, f"writing {result.num_rows:,} rows to {args.output}"):
             out["output_bytes"] = write_parquet(result, args.output, lake.storage_options)
-    out["first_rows"] = _preview(result, args.show)
+    out["first_rows"] = _preview(result, args.show, table.meta.metric)
     return out
 
 

@@ -5,15 +5,17 @@ Accepted: pyarrow Table / RecordBatch / RecordBatchReader, pandas DataFrame, a d
 of them, on local disk or ``s3://``. A folder means its ``*.parquet`` files at any depth, except
 hidden ones (a path component starting with ``_`` or ``.``, as Spark and Hadoop write them); in a
 glob, ``*`` and ``?`` stay within one path segment and ``**`` spans segments, on S3 as locally.
-Parquet is read row group by row group; a failed read resumes at the row group it failed on (the
-iteration is retried, not only the open).
+Parquet is read row group by row group, with page-checksum verification (a page whose CRC does not match
+raises ``ValidationError`` naming the file); a failed read resumes at the row group it failed on (the
+iteration is retried, not only the open). Sources are listed with pyarrow.fs, one code path for local disk
+and S3.
 """
 from __future__ import annotations
 
-import glob as _glob
 import hashlib
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -24,7 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..config import ID_COLUMN, INGEST_BATCH_ROWS, VECTOR_COLUMN
-from ..errors import InvalidArgumentError, LakevecError, SchemaError, StorageError
+from ..errors import InvalidArgumentError, LakevecError, SchemaError, StorageError, ValidationError
 from ..store.location import parse_location
 from ..store.objects import ObjectStore, wrap_io_error
 
@@ -72,39 +74,37 @@ def resolve_files(data, storage_options: dict | None = None) -> list[FileSource]
 
 
 def _expand_one(item: str, storage_options: dict | None) -> list[FileSource]:
+    """List the Parquet files that one source names, with pyarrow.fs (the same code for local disk and S3)."""
     if item.startswith(("s3://", "s3a://")):
         store = file_store(item, storage_options)
-        loc = store.loc
-        path = loc.fs_path(loc.uri)
-        has_glob = any(c in path for c in "*?[")
-        base = path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] if has_glob else path
-        try:
-            info = store.fs.get_file_info(path) if not has_glob else None
-            if info is not None and info.type == pafs.FileType.File:
-                return _with_etags(store, [FileSource("s3://" + path, int(info.size), int(info.mtime_ns or 0))])
-            # a folder is read recursively, as locally; a glob lists below its fixed leading part
-            infos = store.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        except Exception as e:
-            raise wrap_io_error(e, f"listing {item}") from e
-        pat = _glob_regex(path) if has_glob else None
-        res = [
-            FileSource("s3://" + i.path, int(i.size), int(i.mtime_ns or 0))
-            for i in infos
-            if i.type == pafs.FileType.File
-            and (pat.fullmatch(i.path) if pat else i.path.endswith(".parquet") and not _hidden(i.path, path))
-        ]
-        return _with_etags(store, sorted(res, key=lambda s: s.uri))
-    path = os.path.abspath(os.path.expanduser(item[7:] if item.startswith("file://") else item))
-    if os.path.isdir(path):
-        paths = sorted(p for p in _glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True)
-                       if not _hidden(p, path))
-    elif any(c in path for c in "*?["):
-        paths = sorted(p for p in _glob.glob(path, recursive=True) if os.path.isfile(p))
-    elif os.path.isfile(path):
-        paths = [path]
+        fs, path, scheme = store.fs, store.loc.fs_path(store.loc.uri), "s3://"
     else:
-        raise StorageError(f"Parquet source not found: {item}")
-    return [FileSource(p, os.path.getsize(p), os.stat(p).st_mtime_ns) for p in paths]
+        store, fs, scheme = None, pafs.LocalFileSystem(), ""
+        path = os.path.abspath(os.path.expanduser(item[7:] if item.startswith("file://") else item))
+    has_glob = any(c in path for c in "*?[")
+    try:
+        if not has_glob:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.File:
+                found = [info]
+            elif info.type == pafs.FileType.NotFound and store is None:
+                raise StorageError(f"Parquet source not found: {item}")
+            else:  # a folder (on S3: a prefix) is read recursively: its *.parquet files, hidden ones excluded
+                found = [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+                         if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+                         and not _hidden(i.path, path)]
+        else:  # list below the pattern's fixed leading folder, keep what the pattern matches
+            base = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0] or "/"
+            pat = _glob_regex(path)
+            found = [i for i in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+                     if i.type == pafs.FileType.File and pat.fullmatch(i.path)]
+    except LakevecError:
+        raise
+    except Exception as e:
+        raise wrap_io_error(e, f"listing {item}") from e
+    sources = sorted((FileSource(scheme + i.path, int(i.size), int(i.mtime_ns or 0)) for i in found),
+                     key=lambda s: s.uri)
+    return _with_etags(store, sources) if store is not None else sources
 
 
 def _hidden(path: str, folder: str) -> bool:
@@ -140,8 +140,8 @@ def _with_etags(store: ObjectStore, sources: list[FileSource]) -> list[FileSourc
 
 
 def _glob_regex(pattern: str) -> "re.Pattern":
-    """Return a regex matching object keys like a local ``glob(recursive=True)``: ``*`` and ``?`` stay within
-    one path segment, ``**`` spans segments."""
+    """Return a regex matching paths like ``glob(recursive=True)``: ``*`` and ``?`` stay within one path
+    segment, ``**`` spans segments (as Python 3.13's ``glob.translate``, which older Pythons lack)."""
     out, i, n = [], 0, len(pattern)
     while i < n:
         c = pattern[i]
@@ -217,13 +217,24 @@ def iter_parquet(src: FileSource, storage_options: dict | None, batch_rows: int 
         except LakevecError:
             raise
         except (OSError, pa.ArrowException) as e:
+            if _is_damage(e):
+                raise ValidationError(f"{src.uri} is damaged: a page of row group {group} fails its checksum "
+                                      f"({e}); nothing from this file was accepted", source=src.uri) from e
             attempts += 1
             if attempts > READ_RETRIES or isinstance(e, pa.ArrowInvalid):
                 raise wrap_io_error(e, f"reading Parquet {src.uri} (row group {group})") from e
             time.sleep(0.2 * 2 ** attempts)  # transient store error: reopen and resume at this group
 
 
+def _is_damage(e: BaseException) -> bool:
+    """True for a Parquet page whose CRC does not match its bytes (the file is damaged: no retry helps)."""
+    text = str(e).lower()
+    return "checksum" in text or "page integrity" in text
+
+
 def _open_parquet(src: FileSource, storage_options: dict | None) -> pq.ParquetFile:
+    """Open one Parquet source; pages are verified against their CRC checksums (when the writer stored them)
+    as they are read, so a damaged file raises instead of yielding altered rows."""
     try:
         if src.uri.startswith("s3://"):
             store = file_store(src.uri, storage_options)
@@ -231,7 +242,7 @@ def _open_parquet(src: FileSource, storage_options: dict | None) -> pq.ParquetFi
             store.counters.add(gets=1)
         else:
             f = src.uri
-        return pq.ParquetFile(f)
+        return pq.ParquetFile(f, page_checksum_verification=True)
     except FileNotFoundError as e:
         raise StorageError(f"Parquet source not found: {src.uri}") from e
     except pa.ArrowInvalid as e:
@@ -287,10 +298,7 @@ def to_arrow_table(data, vector_column: str = VECTOR_COLUMN) -> pa.Table:
             return pa.table(cols)
         except pa.ArrowInvalid as e:
             raise InvalidArgumentError(f"input dict columns do not line up: {e}") from e
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
+    pd = sys.modules.get("pandas")  # a DataFrame exists only if pandas was imported: never import it here
     if pd is not None and isinstance(data, pd.DataFrame):
         if vector_column not in data.columns:
             raise SchemaError(f"input DataFrame: vector column {vector_column!r} not found "

