@@ -186,21 +186,25 @@ class Table:
 
     # -- writes ------------------------------------------------------------------------------
     def add(self, data, id_column: str = "id", vector_column: str = "vector", on_bad_rows: str = "raise",
-            idempotency_key: str | None = None, engine: str = "local"):
+            idempotency_key: str | None = None, engine: str = "local", progress=None):
         """Validate ``data`` and append it in one commit; return an AddResult.
 
         ``data``: pyarrow Table/RecordBatchReader, pandas DataFrame, dict of columns, or Parquet
         path(s)/glob (local or s3://). ``on_bad_rows``: "raise" (default: nothing is written),
         "skip" (drop bad rows, count them) or "quarantine" (drop and record them in the rejects table).
         Re-running with the same ``idempotency_key`` (or the same Parquet sources) commits nothing.
+        ``progress``: True for progress bars (also in notebooks), or a callable (see lakevec.progress).
         """
         self._check_writable()
         from .ingest.job import add
         return add(self, data, id_column=id_column, vector_column=vector_column, on_bad_rows=on_bad_rows,
-                   idempotency_key=idempotency_key, engine=engine)
+                   idempotency_key=idempotency_key, engine=engine, progress=progress)
 
     def build_index(self, num_partitions: int | None = None, engine: str = "local", **kw):
-        """Train IVF centroids and rewrite the table clustered by partition, in one commit."""
+        """Train IVF centroids and rewrite the table clustered by partition, in one commit.
+
+        Keywords: ``seed`` (reproducible builds), ``sample_rows``, ``target_recall`` (of the calibrated
+        default nprobe), ``progress`` (True for bars, or a callable: see lakevec.progress)."""
         self._check_writable()
         from .index.build import build_index
         return build_index(self, num_partitions=num_partitions, engine=engine, **kw)

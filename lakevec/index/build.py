@@ -131,6 +131,7 @@ def run_build_task(task: BuildTask) -> BuildTaskResult:
 
 
 _PREFETCHED: dict = {}  # task key -> Future of its batches (local engine: read while k-means trains)
+_PROGRESS: dict = {}  # "hook": progress.advance of the running local build (tasks run in this process)
 
 
 def _task_key(task: BuildTask) -> tuple:
@@ -155,9 +156,19 @@ def _task_batches(task: BuildTask, ds, cols: list[str]):
         if batches is not None:
             batches.reverse()
             while batches:  # drop each batch once handed over: the sink holds its own copy
-                yield batches.pop()
+                b = batches.pop()
+                yield b
+                _advance(b.num_rows)
             return
-    yield from _read_task_batches(task, ds, cols)
+    for b in _read_task_batches(task, ds, cols):
+        yield b
+        _advance(b.num_rows)
+
+
+def _advance(n: int) -> None:
+    hook = _PROGRESS.get("hook")
+    if hook is not None:
+        hook(n)
 
 
 def _start_prefetch(task: BuildTask):
@@ -217,14 +228,20 @@ def recall_curve(model: IvfModel, cq: np.ndarray, cq_ids: np.ndarray, results: l
 
 def build_index(table, num_partitions: int | None = None, engine: str = "local", sample_rows: int | None = None,
                 target_recall: float = CALIBRATION_TARGET_RECALL, seed: int = 1234,
-                task_bytes: int | None = None) -> IndexMeta:
-    """Build the IVF index of ``table`` and rewrite it clustered by partition (see module doc)."""
+                task_bytes: int | None = None, progress=None) -> IndexMeta:
+    """Build the IVF index of ``table`` and rewrite it clustered by partition (see module doc).
+
+    ``seed`` makes the build reproducible (sample, k-means, calibration queries); ``progress``: see
+    ``lakevec.progress`` (phases sample, train, assign, commit)."""
+    from ..progress import progress_for
     t0 = time.time()
-    with WriteJob(table, "index") as job:
-        return _build(table, job, num_partitions, engine, sample_rows, target_recall, seed, task_bytes, t0)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
+    with progress_for(progress, "build_index") as p, WriteJob(table, "index") as job:
+        return _build(table, job, num_partitions, engine, sample_rows, target_recall, int(seed), task_bytes, t0, p)
 
 
-def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_recall, seed, task_bytes, t0):
+def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_recall, seed, task_bytes, t0, p):
     ds = job.ds
     n = ds.count_rows()
     if n == 0:
@@ -247,7 +264,9 @@ def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_rec
     train_pos = np.sort(rng.choice(n, n_train, replace=False))
     cal_pos = np.sort(rng.choice(n, n_cal, replace=False))
     picks, inverse = np.unique(np.concatenate([train_pos, cal_pos]), return_inverse=True)
+    p.phase("sample", total=len(picks), unit="rows")
     sample = ds.take(picks.tolist(), columns=[ID_COLUMN, VECTOR_COLUMN])
+    p.advance(len(picks))
     vecs = np.ascontiguousarray(vectors_of(sample.column(VECTOR_COLUMN)), dtype=np.float32)
     sids = sample.column(ID_COLUMN).to_numpy(zero_copy_only=False)
     train_idx, cal_idx = inverse[:n_train], inverse[n_train:]
@@ -264,6 +283,7 @@ def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_rec
         first = plan_build_tasks(table, ds, rv, "pending", schema, task_bytes)[:1]
         if first:
             _start_prefetch(first[0])
+    p.phase("train", detail=f"k-means: {nlist:,} centroids on {len(train_idx):,} rows")
     try:
         centroids = train_kmeans(vecs[train_idx], nlist, metric, seed=seed)
     except BaseException:
@@ -283,10 +303,20 @@ def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_rec
     table.store.write_bytes(_index_uri(table.loc.uri, index_id, "calib.npz"), buf.getvalue())
 
     tasks = plan_build_tasks(table, ds, rv, index_id, schema, task_bytes)
+    p.phase("assign", total=n, unit="rows", detail=f"{len(tasks)} task(s) on {engine_name(engine)}")
+    eng = get_engine(engine)
     try:
-        results = get_engine(engine).map(run_build_task, tasks, name="build_index")
+        if engine_name(engine) == "local":  # one task at a time: progress per batch (see _task_batches)
+            results = []
+            _PROGRESS["hook"] = p.advance
+            for task in tasks:
+                results += eng.map(run_build_task, [task], name="build_index")
+        else:
+            results = eng.map(run_build_task, tasks, name="build_index")
+            p.advance(sum(r.rows for r in results))
     finally:
         _PREFETCHED.clear()  # never keep rows of a failed or finished build in memory
+        _PROGRESS.clear()
     written = WrittenFiles()
     for r in sorted(results, key=lambda r: r.task_id):
         written.extend(r.written)
@@ -309,6 +339,7 @@ def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_rec
     change = Change(op="index", operation=op, files=dict(written.partitions), index_id=index_id, index=meta,
                     removed=[df.path for fr in old for df in fr.files],
                     info={"rows": int(written.rows), "bytes": int(written.bytes)})
+    p.phase("commit", detail=f"{written.rows:,} rows in {len(written.fragments):,} fragments")
     res = job.commit(change, job.state, f"committing the index of table {table.name!r}")
     meta.data_version = res.version
     meta.build_seconds = round(time.time() - t0, 3)

@@ -388,7 +388,8 @@ def merge_results(results: list[StreamResult], spec: TableSpec, existing, on_bad
                 out.problems += [(b.source, r, c, w) for r, c, w in batch_problems[:1000]]
             if on_bad_rows == "raise":
                 raise ValidationError(
-                    format_problems([(r, c, w) for _, r, c, w in out.problems], b.source, MAX_REPORTED_PROBLEMS)
+                    format_problems([(r, c, w) for _, r, c, w in out.problems], b.source, MAX_REPORTED_PROBLEMS,
+                                    total=out.rejected)
                     + f"; nothing was written to table {table_name!r}"
                     " (use on_bad_rows='skip' or 'quarantine' to ingest the good rows)",
                     problems=out.problems, source=b.source)
@@ -600,7 +601,7 @@ def _source_options(files: list[FileSource], storage_options: dict | None) -> di
 
 def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COLUMN,
            on_bad_rows: str = "raise", idempotency_key: str | None = None, check_existing_ids: bool = True,
-           task_bytes: int | None = None):
+           task_bytes: int | None = None, progress=None):
     """``Table.add(data, engine=...)`` for a distributed engine (see module doc).
 
     ``data``: Parquet path(s)/glob/folder (local or s3://), read inside the tasks; a Spark DataFrame
@@ -625,7 +626,7 @@ def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str =
         from .job import add
         log.info("ingest: in-memory input is validated on the driver (engine %s is used for Parquet sources)",
                  engine_name(engine))
-        return add(table, data, engine="local", check_existing_ids=check_existing_ids, **kw)
+        return add(table, data, engine="local", check_existing_ids=check_existing_ids, progress=progress, **kw)
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
                                    f"table {table.name!r})")
@@ -665,9 +666,13 @@ def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str =
             existing = existing_ids(table, job.state, check_existing_ids)
             log.info("ingest: %d file(s), %.1f MB, %d task(s) on %s into table %r (version %d)", len(files),
                      total / 1e6, len(tasks), engine_name(eng), table.name, job.state.version)
-            with session(eng):
+            from ..progress import progress_for
+            with session(eng), progress_for(progress, "add") as p:
                 # a task that fails cleans up its own files; files of crashed attempts are left to vacuum
+                p.phase("tasks", total=len(tasks), unit="tasks", detail=f"{total / 1e6:,.1f} MB on {engine_name(eng)}")
                 results = eng.map(run_slice_task, tasks, name="ingest")
+                p.advance(len(tasks))
+                p.phase("commit")
                 return finalize(table, job, eng, results, target, existing, t0,
                                 f"Parquet source(s) {', '.join(f.uri for f in files[:5])}", sources=files,
                                 files_skipped=len(old_files))

@@ -93,14 +93,21 @@ def skipped_result(version: int, key, t0: float, files_skipped: int = 0) -> AddR
 
 def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COLUMN,
         on_bad_rows: str = "raise", idempotency_key: str | None = None, engine: str = "local",
-        check_existing_ids: bool = True) -> AddResult:
+        check_existing_ids: bool = True, progress=None) -> AddResult:
     """Validate ``data`` and append it to ``table`` in one commit (see Table.add)."""
+    from ..progress import progress_for
     t0 = time.time()
     check_args(on_bad_rows, id_column, vector_column, idempotency_key)
     if engine != "local":
         from .distributed import ingest
         return ingest(table, data, engine, id_column=id_column, vector_column=vector_column,
-                      on_bad_rows=on_bad_rows, idempotency_key=idempotency_key, check_existing_ids=check_existing_ids)
+                      on_bad_rows=on_bad_rows, idempotency_key=idempotency_key, check_existing_ids=check_existing_ids,
+                      progress=progress)
+    with progress_for(progress, "add") as p:
+        return _add(table, data, id_column, vector_column, on_bad_rows, idempotency_key, check_existing_ids, t0, p)
+
+
+def _add(table, data, id_column, vector_column, on_bad_rows, idempotency_key, check_existing_ids, t0, p):
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
                                    f"table {table.name!r})")
@@ -127,7 +134,9 @@ def add(table, data, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
                            for f in files]
             else:
                 streams = [("input", memory_batches(data, id_column, vector_column))]
-            r = _ingest(table, job, streams, files, on_bad_rows, check_existing_ids)
+            total = sum(f.size for f in files) if files is not None else None
+            p.phase("validate+write", total=total, unit="bytes" if files is not None else "rows")
+            r = _ingest(table, job, streams, files, on_bad_rows, check_existing_ids, p)
     except AlreadyCommitted as e:
         return skipped_result(e.version, key, t0, len(files or []) + len(old))
     r.key, r.files_skipped, r.seconds = key, len(old), time.time() - t0
@@ -139,7 +148,7 @@ def _file_batches(src: FileSource, storage_options, id_column, vector_column):
         yield rename_columns(b, id_column, vector_column, src.uri)
 
 
-def _ingest(table, job: WriteJob, streams, files, on_bad_rows: str, check_existing_ids: bool) -> AddResult:
+def _ingest(table, job: WriteJob, streams, files, on_bad_rows: str, check_existing_ids: bool, p=None) -> AddResult:
     """Validate and write every batch of ``streams`` [(source, batches)], then commit once."""
     ds, state = job.ds, job.state
     spec = table_spec(table, ds)
@@ -152,9 +161,12 @@ def _ingest(table, job: WriteJob, streams, files, on_bad_rows: str, check_existi
     rejects: list = []
     rejected = 0
     seen_rows = 0
+    sizes = {f.uri: f.size for f in files or []}
     for source, batches in streams:
         row = 0
         for batch in batches:
+            if p is not None and not sizes:
+                p.advance(batch.num_rows)
             seen_rows += batch.num_rows
             if batch.num_rows == 0:
                 continue
@@ -172,7 +184,8 @@ def _ingest(table, job: WriteJob, streams, files, on_bad_rows: str, check_existi
                     problems += [(source, r, c, why) for r, c, why in checked.problems[:1000]]
                 if on_bad_rows == "raise":
                     raise ValidationError(
-                        format_problems([(r, c, w) for _, r, c, w in problems], source, MAX_REPORTED_PROBLEMS)
+                        format_problems([(r, c, w) for _, r, c, w in problems], source, MAX_REPORTED_PROBLEMS,
+                                        total=rejected)
                         + f"; nothing was written to table {table.name!r}"
                         " (use on_bad_rows='skip' or 'quarantine' to ingest the good rows)",
                         problems=problems, source=source)
@@ -180,10 +193,14 @@ def _ingest(table, job: WriteJob, streams, files, on_bad_rows: str, check_existi
                     rejects += [(source, r, i, why) for r, i, why in checked.bad_rows]
             if checked.good is not None:
                 sink.add(checked.good, checked.vectors)
+        if p is not None and source in sizes:
+            p.advance(sizes[source])
     if seen_rows == 0:
         what = (f"Parquet source(s) {', '.join(f.uri for f in files[:5])}" if files is not None else "input")
         raise InvalidArgumentError(f"{what} is empty: no rows to add to table {table.name!r}")
     written = sink.finish() if sink is not None else WrittenFiles()
+    if p is not None:
+        p.phase("commit", detail=f"{written.rows:,} rows, {len(written.fragments):,} fragments")
     result = commit_ingest(table, job, job.state, written, _accepted_ids(sink, tracker), spec, files, rejects,
                            snap.index.index_id if snap is not None and snap.index is not None else None,
                            rejected=rejected, first_rows=first_rows)

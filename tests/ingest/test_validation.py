@@ -259,8 +259,6 @@ def test_format_problems_groups_reasons_and_counts_all_bad_rows():
     assert msg.endswith("row 1 (id): duplicate id 1; 6 more row(s) with 6 other reason(s)")
 
 
-@pytest.mark.xfail(reason="ingestion must pass the true count (format_problems(total=...)): issue 9, the lead's "
-                          "ingest/job.py", strict=False)
 def test_ten_thousand_bad_rows_are_counted(table):
     vecs = np.full((10_000, DIM), np.nan, np.float32)
     with pytest.raises(lakevec.ValidationError) as ei:
