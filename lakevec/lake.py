@@ -221,6 +221,19 @@ class Lake:
         return f"Lake({self.uri!r})"
 
 
+def open_table_uri(table, storage_options: dict | None = None):
+    """Return ``table`` if it is a Table, else open the table URI ``"<lake uri>/<table name>"``."""
+    if hasattr(table, "data_uri") and hasattr(table, "lake"):
+        return table
+    if not isinstance(table, str) or "/" not in table.rstrip("/"):
+        raise InvalidArgumentError(f"table must be a lakevec Table or a table URI '<lake uri>/<table name>', "
+                                   f"got {table!r}")
+    lake_uri, name = table.rstrip("/").rsplit("/", 1)
+    if lake_uri.endswith(":/") or lake_uri.endswith(":"):  # "s3://bucket" has no table part
+        raise InvalidArgumentError(f"table URI {table!r} names no table: expected '<lake uri>/<table name>'")
+    return Lake(lake_uri, storage_options, create=False).open_table(name)
+
+
 def _user_schema(schema, name: str) -> pa.Schema:
     """Validate the user columns given to create_table."""
     from .config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN

@@ -34,6 +34,7 @@ import pyarrow as pa
 from .config import ID_COLUMN, VECTOR_COLUMN
 from .errors import EngineError, InvalidArgumentError
 from .ingest.distributed import IngestTarget, frame_write, ingest_stream
+from .lake import open_table_uri
 
 READ_TASK_BYTES = 128 << 20
 
@@ -136,7 +137,7 @@ def write(ds, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
             results.append(r)
         return results
 
-    return frame_write(table, _plain_schema(_dataset_schema(ds), vector_column), source, run, id_column,
+    return frame_write(open_table_uri(table, storage_options), _plain_schema(_dataset_schema(ds), vector_column), source, run, id_column,
                        vector_column, on_bad_rows, idempotency_key, storage_options, check_existing_ids,
                        get_engine("ray"))
 

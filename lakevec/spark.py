@@ -32,7 +32,8 @@ import pyarrow as pa
 
 from .config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
 from .errors import EngineError, InvalidArgumentError
-from .ingest.distributed import IngestTarget, StreamResult, as_table, frame_write, ingest_stream
+from .ingest.distributed import IngestTarget, StreamResult, frame_write, ingest_stream
+from .lake import open_table_uri
 
 READ_TASK_BYTES = 128 << 20
 _RESULT_SCHEMA = "part long, payload binary"
@@ -97,7 +98,7 @@ def write(df, table, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COL
             results.append(r)
         return results
 
-    return frame_write(table, to_arrow_schema(df.schema), source, run, id_column, vector_column, on_bad_rows,
+    return frame_write(open_table_uri(table, storage_options), to_arrow_schema(df.schema), source, run, id_column, vector_column, on_bad_rows,
                        idempotency_key, storage_options, check_existing_ids, get_engine("spark"))
 
 
@@ -172,7 +173,7 @@ def fragment_groups(ds, task_bytes: int) -> list[list[int]]:
 def read_plan(table, columns=None, filter: str | None = None, storage_options: dict | None = None,
               version: int | None = None):
     """Validate the arguments; return (table, dataset, columns, output Arrow schema)."""
-    table = as_table(table, storage_options)
+    table = open_table_uri(table, storage_options)
     if version is not None:
         table = table.checkout(version)
     ds = table._dataset()

@@ -196,9 +196,21 @@ class Table:
         ``progress``: True for progress bars (also in notebooks), or a callable (see lakevec.progress).
         """
         self._check_writable()
+        kw = dict(id_column=id_column, vector_column=vector_column, on_bad_rows=on_bad_rows,
+                  idempotency_key=idempotency_key)
+        mod = type(data).__module__ or ""
+        if mod.startswith(("pyspark.sql", "ray.data")):  # written by their own engine's tasks, not collected here
+            api = "lakevec.spark.write(df, table)" if mod.startswith("pyspark") else "lakevec.ray.write(ds, table)"
+            raise InvalidArgumentError(f"table {self.name!r}: a {type(data).__name__} is written by its engine's "
+                                       f"tasks: use {api}")
+        from .engines import engine_name
+        from .ingest.convert import is_path_input
+        if engine_name(engine) != "local" and is_path_input(data):  # Parquet sources: read in engine tasks
+            from .ingest.distributed import ingest
+            return ingest(self, data, engine, progress=progress, **kw)
+        # the local engine, or in-memory data (already on the driver: validated there whatever the engine)
         from .ingest.job import add
-        return add(self, data, id_column=id_column, vector_column=vector_column, on_bad_rows=on_bad_rows,
-                   idempotency_key=idempotency_key, engine=engine, progress=progress)
+        return add(self, data, progress=progress, **kw)
 
     def build_index(self, num_partitions: int | None = None, engine: str = "local", **kw):
         """Train IVF centroids and rewrite the table clustered by partition, in one commit.

@@ -22,7 +22,7 @@ tasks and against the table get the local engine's messages and first-wins choic
 ``on_bad_rows="raise"``: the first batch with a problem raises the local engine's ``ValidationError``
 after every written file is deleted; ``"skip"``/``"quarantine"``: rows found to be duplicates only
 across tasks were already written, so the fragments holding them are rewritten without them
-(``run_rewrite_task``) before the commit. Finally one commit through ``ingest.job.commit_written``
+(``run_rewrite_task``) before the commit. Finally one commit through ``ingest.common.commit_ingest``
 (pending record, partition-map sidecar, Lance Append/Overwrite, committed record). The idempotency
 key is the given one or ``convert.sources_key(files)``; a re-run with a committed key commits nothing.
 
@@ -49,6 +49,7 @@ from ..errors import InvalidArgumentError, LakevecError, StorageError, Validatio
 from ..index.ivf import IvfModel
 from ..store.location import parse_location
 from ..store.objects import ObjectStore, wrap_io_error
+from .common import check_args, commit_ingest, new_sources, skipped_result
 from .convert import FileSource, _open_parquet, is_path_input, iter_parquet, rename_columns, resolve_files, sources_key
 from .validate import IdTracker, TableSpec, check_batch, format_problems
 
@@ -492,20 +493,6 @@ def _without(good_ids: list, drop) -> list:
     return [a[np.fromiter((x not in d for x in a.tolist()), dtype=bool, count=len(a))] for a in good_ids]
 
 
-def as_table(table, storage_options: dict | None = None):
-    """Return ``table`` if it is a Table, else open the table URI ``"<lake uri>/<table name>"``."""
-    if hasattr(table, "data_uri") and hasattr(table, "lake"):
-        return table
-    if not isinstance(table, str) or "/" not in table.rstrip("/"):
-        raise InvalidArgumentError(f"table must be a lakevec Table or a table URI '<lake uri>/<table name>', "
-                                   f"got {table!r}")
-    from ..lake import Lake
-    lake_uri, name = table.rstrip("/").rsplit("/", 1)
-    if lake_uri.endswith(":/") or lake_uri.endswith(":"):  # "s3://bucket" has no table part
-        raise InvalidArgumentError(f"table URI {table!r} names no table: expected '<lake uri>/<table name>'")
-    return Lake(lake_uri, storage_options, create=False).open_table(name)
-
-
 def make_target(table, snap, spec: TableSpec, first_rows: bool, on_bad_rows: str, id_column: str,
                 vector_column: str) -> IngestTarget:
     return IngestTarget(table.name, table.loc.uri, table.data_uri, table.lake.lance_options, spec,
@@ -525,7 +512,6 @@ def finalize(table, job: WriteJob, engine, results: list[StreamResult], target: 
     """Merge task results, apply on_bad_rows, rewrite cross-task duplicates, commit once; return AddResult.
 
     ``sources``: the Parquet files ingested (committed with the rows, like the local engine does)."""
-    from .job import commit_ingest
     for r in results:
         job.track(r.written)
     if sum(r.rows_read for r in results) == 0:
@@ -557,10 +543,8 @@ def frame_write(table, schema: pa.Schema, source: str, run, id_column: str, vect
 
     Opens a WriteJob (lease, key claim), fixes the user columns from ``schema`` (the frame's Arrow schema),
     plans the tasks' target, runs them and commits once."""
-    from .job import check_args, skipped_result
     from .schema import fix_user_columns, table_spec
     t0 = time.time()
-    table = as_table(table, storage_options)
     table._check_writable()
     check_args(on_bad_rows, id_column, vector_column, idempotency_key)
     key = idempotency_key
@@ -602,31 +586,15 @@ def _source_options(files: list[FileSource], storage_options: dict | None) -> di
 def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COLUMN,
            on_bad_rows: str = "raise", idempotency_key: str | None = None, check_existing_ids: bool = True,
            task_bytes: int | None = None, progress=None):
-    """``Table.add(data, engine=...)`` for a distributed engine (see module doc).
-
-    ``data``: Parquet path(s)/glob/folder (local or s3://), read inside the tasks; a Spark DataFrame
-    (engine "spark") or Ray Dataset (engine "ray") goes to ``lakevec.spark.write`` / ``lakevec.ray.write``;
-    in-memory inputs (pyarrow, pandas, dicts) are already on the driver and are ingested there.
-    """
+    """``Table.add(parquet sources, engine=...)`` for a distributed engine (see module doc): the sources
+    (Parquet path(s)/glob/folder, local or s3://) are read inside the tasks."""
     from ..engines import engine_name, get_engine, task_bytes_for
-    from .job import check_args, new_sources, skipped_result
     from .schema import fix_user_columns, table_spec
     t0 = time.time()
     check_args(on_bad_rows, id_column, vector_column, idempotency_key)
-    kw = dict(id_column=id_column, vector_column=vector_column, on_bad_rows=on_bad_rows,
-              idempotency_key=idempotency_key)
-    mod = type(data).__module__ or ""
-    if mod.startswith("pyspark.sql") and hasattr(data, "mapInArrow"):
-        from .. import spark as lv_spark
-        return lv_spark.write(data, table, **kw)
-    if mod.startswith("ray.data") and hasattr(data, "map_batches"):
-        from .. import ray as lv_ray
-        return lv_ray.write(data, table, **kw)
     if not is_path_input(data):
-        from .job import add
-        log.info("ingest: in-memory input is validated on the driver (engine %s is used for Parquet sources)",
-                 engine_name(engine))
-        return add(table, data, engine="local", check_existing_ids=check_existing_ids, progress=progress, **kw)
+        raise InvalidArgumentError(f"distributed ingestion reads Parquet sources (paths, globs, folders); got "
+                                   f"{type(data).__name__} (Table.add ingests in-memory data on the driver)")
     if isinstance(data, (list, tuple)) and len(data) == 0:
         raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
                                    f"table {table.name!r})")
