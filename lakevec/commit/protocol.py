@@ -100,6 +100,7 @@ class Change:
     info: dict = field(default_factory=dict)  # free-form (rows, bytes...), stored in the record
     exact: bool = False  # commit only on exactly the version read (schema changes: the first rows' columns)
     columns: list | None = None  # user columns the new fragments were written for (appends)
+    on_duplicate: str = "raise"  # a gap commit added some of these ids: "raise" (remove all rows) | "drop" (dups)
 
     def delta(self) -> dict:
         d: dict = {}
@@ -202,8 +203,8 @@ def _validate(t, change: Change, conflicts: _Conflicts, parent: int) -> None:
     if len(conflicts.dup_keys):
         shown = _show_keys(change, conflicts.dup_keys)
         raise _mark_not_committed(ValidationError(
-            f"{len(conflicts.dup_keys)} id(s) of this ingestion were committed to table {t.name!r} by another "
-            f"writer meanwhile ({shown}); nothing was written to table {t.name!r}",
+            f"{len(conflicts.dup_keys)} duplicate id(s) already in the table ({shown}): another writer committed "
+            f"them after this ingestion read version {parent}; nothing was written to table {t.name!r}",
             problems=[(None, ID_COLUMN, f"duplicate id {s}: already in the table") for s in shown.split(", ")[:5]],
             source="concurrent commit"))
     if conflicts.schema_change is not None and change.op == "append":
@@ -299,7 +300,13 @@ def commit(t, change: Change, read_state: TableState, what: str) -> CommitResult
         except Exception as e:
             raise _mark_not_committed(wrap_io_error(e, what)) from e
         t.states.remember_record(rec)
-        if _before_lance_commit is not None:
+        try:  # narrow the window in which Lance would re-base this commit over another one (a gap)
+            moved = _open_latest(t).version != state.version
+        except Exception:
+            moved = False  # the commit below reports the store's state
+        if moved and attempt < MAX_ATTEMPTS:
+            continue
+        if _before_lance_commit is not None:  # tests: a commit landing inside that window
             _before_lance_commit(t, change, state.version)
         try:
             new = _lance_commit(t, change, state.version)
@@ -358,18 +365,27 @@ def _finish(t, change: Change, state: TableState, new, attempts: int, what: str)
         recs = _records_between(t, new, state.version, c - 1)
         conflicts = _Conflicts(t, change, recs, t.meta.id_type)
         if conflicts.already or len(conflicts.dup_keys):
-            compensated = _compensate(t, change, new, conflicts, what)
+            drop_all = conflicts.already or change.on_duplicate == "raise"
+            compensated = _compensate(t, change, new, conflicts, what, drop_all)
+            if drop_all:
+                # committed, then removed again: the files stay (version c references them)
+                try:
+                    _validate(t, change, conflicts, state.version)
+                except LakevecError as e:
+                    e.lakevec_not_committed = False  # type: ignore[attr-defined]
+                    raise
             new = _open_latest(t)
     st = t.states.state_at(new)
     return CommitResult(new.version, change.txn, st, attempts, gap, compensated)
 
 
-def _compensate(t, change: Change, ds, conflicts: _Conflicts, what: str) -> int:
-    """Delete this commit's duplicates after Lance re-based it over a commit that added the same rows."""
+def _compensate(t, change: Change, ds, conflicts: _Conflicts, what: str, drop_all: bool) -> int:
+    """Delete this commit's rows (all, or its duplicates) after Lance re-based it over a commit that added the
+    same key, source files or ids; return the rows deleted."""
     mine = set(change.files)
     frags = [fr for fr in ds.get_fragments() if fr.metadata.files and fr.metadata.files[0].path in mine]
-    if conflicts.already:
-        pred, drop_all = "true", True
+    if drop_all:
+        pred = "true"
     else:
         if t.meta.id_type != "int64":
             raise CommitConflictError(f"{what}: committed as version {ds.version} together with a concurrent commit of "
@@ -396,7 +412,7 @@ def _compensate(t, change: Change, ds, conflicts: _Conflicts, what: str) -> int:
     removed = [fr.metadata.files[0].path for fr in frags if fr.fragment_id in deleted]
     op = lance.LanceOperation.Delete(updated, deleted, pred)
     comp = Change(op="delete", operation=op, removed=removed, info={"compensates": change.txn})
-    log.warning("%s: version %d duplicated %s committed concurrently; deleting this commit's %d duplicate row(s)",
-                what, ds.version, "a key/source files" if drop_all else f"{len(conflicts.dup_keys)} id(s)", rows)
+    log.warning("%s: version %d duplicated %s committed concurrently; deleting %d row(s) of this commit",
+                what, ds.version, "a key/source files" if conflicts.already else f"{len(conflicts.dup_keys)} id(s)", rows)
     commit(t, comp, t.states.state_at(ds), f"{what} (removing duplicates)")
     return rows

@@ -73,7 +73,8 @@ def skipped_result(version: int, key, t0: float, files_skipped: int = 0) -> AddR
 
 
 def commit_ingest(table, job: WriteJob, state, written: WrittenFiles, ids, spec, files, rejects: list,
-                  index_id: str | None, rejected: int = 0, first_rows: bool = False) -> AddResult:
+                  index_id: str | None, rejected: int = 0, first_rows: bool = False,
+                  on_bad_rows: str = "raise") -> AddResult:
     """Write the id run and rejects file of an ingestion, then commit everything once; return the result.
 
     Shared by the local and distributed engines and the DataFrame writers. ``first_rows``: the rows were
@@ -98,7 +99,8 @@ def commit_ingest(table, job: WriteJob, state, written: WrittenFiles, ids, spec,
                     runs_added=[run] if run is not None else [],
                     new_keys=np.unique(id_keys(ids, id_type)) if run is not None else None,
                     sources=[source_hash(f) for f in files or []], rejects=[rej] if rej else [],
-                    info=info, exact=first_rows, columns=[f.name for f in spec.user_schema or []])
+                    info=info, exact=first_rows, columns=[f.name for f in spec.user_schema or []],
+                    on_duplicate="raise" if on_bad_rows == "raise" else "drop")
     what = f"committing rows to table {table.name!r}"
     try:
         res = job.commit(change, state, what)
@@ -109,4 +111,6 @@ def commit_ingest(table, job: WriteJob, state, written: WrittenFiles, ids, spec,
         change.operation, change.exact = lance.LanceOperation.Append(frags), False
         change.info.pop("columns", None)
         res = job.commit(change, state, what)
-    return AddResult(written.rows, rejected, res.version, job.key, False, [], 0.0, written.bytes)
+    # rows of ids that a concurrent commit added first were deleted again (see commit.protocol): rejected
+    return AddResult(written.rows - res.compensated_rows, rejected + res.compensated_rows, res.version, job.key,
+                     False, [], 0.0, written.bytes)

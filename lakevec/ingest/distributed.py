@@ -526,7 +526,8 @@ def finalize(table, job: WriteJob, engine, results: list[StreamResult], target: 
     chunks = [a for r in results for a in r.good_ids if len(a)]
     ids = np.concatenate(chunks) if chunks else None
     res = commit_ingest(table, job, job.state, out.written, ids, target.spec, sources, out.rejects,
-                        target.index_id, rejected=out.rejected, first_rows=target.mode == "overwrite")
+                        target.index_id, rejected=out.rejected, first_rows=target.mode == "overwrite",
+                        on_bad_rows=target.on_bad_rows)
     log.info("ingest: %d rows added, %d rejected, version %s (%.1fs)", res.rows_added, out.rejected, res.version,
              time.time() - t0)
     res.problems = [list(p) for p in out.problems[:MAX_REPORTED_PROBLEMS * 4]]

@@ -136,7 +136,8 @@ def _ingest(table, job: WriteJob, streams, files, on_bad_rows: str, check_existi
         p.phase("commit", detail=f"{written.rows:,} rows, {len(written.fragments):,} fragments")
     result = commit_ingest(table, job, job.state, written, sink.ids() if sink is not None else None, spec, files, rejects,
                            snap.index.index_id if snap is not None and snap.index is not None else None,
-                           rejected=rejected, first_rows=first_rows)
+                           rejected=rejected, first_rows=first_rows,
+                           on_bad_rows=on_bad_rows)
     result.problems = [list(p) for p in problems[:MAX_REPORTED_PROBLEMS * 4]]
     result.ids_read_bytes = id_index.bytes_read if id_index is not None else 0
     return result
