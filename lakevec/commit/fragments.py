@@ -195,3 +195,50 @@ def delete_written(store: ObjectStore, data_uri: str, written: WrittenFiles) -> 
                 store.delete(f"{data_uri}/data/{df.path}")
             except LakevecError:
                 pass  # vacuum removes orphans later
+
+
+def rewrite_without_ids(data_uri: str, storage_options, schema: pa.Schema, mode: str, fragments, partitions: dict,
+                        drop_ids) -> WrittenFiles:
+    """Copy uncommitted ``fragments`` without the rows whose id is in ``drop_ids``; delete the replaced files.
+
+    Used when ids turn out to be duplicates after the files were written (across tasks, or committed by a
+    concurrent writer): fragments keep their partition; untouched ones are kept as they are."""
+    import pyarrow.compute as pc
+    from lance.file import LanceFileReader
+
+    drop = pa.array(list(drop_ids), type=schema.field(ID_COLUMN).type)
+    out = WrittenFiles()
+    from ..store.location import parse_location
+    store = ObjectStore(parse_location(data_uri, storage_options))
+    old_files = []
+    for frag in fragments:
+        path = frag.files[0].path
+        uri = f"{data_uri}/data/{path}"
+        part = partitions.get(path)
+        try:
+            tbl = LanceFileReader(uri, storage_options=storage_options).read_all().to_table()
+        except Exception as e:
+            raise wrap_io_error(e, f"reading uncommitted fragment {uri}") from e
+        keep = pc.invert(pc.is_in(tbl.column(ID_COLUMN), value_set=drop))
+        if pc.all(keep).as_py():
+            out.fragments.append(frag)
+            out.partitions[path] = part
+            out.rows += frag.physical_rows
+            out.bytes += int(frag.files[0].file_size_bytes or 0)
+            continue
+        tbl = tbl.filter(keep).select(schema.names).cast(schema)
+        old_files.append(uri)
+        if tbl.num_rows == 0:
+            continue
+        try:
+            frags = write_fragments(tbl, data_uri, schema=schema, mode=mode, max_rows_per_file=max(1, tbl.num_rows),
+                                    storage_options=storage_options)
+        except Exception as e:
+            raise wrap_io_error(e, f"rewriting fragments of {data_uri}") from e
+        out.add(frags, part)
+    for uri in old_files:
+        try:
+            store.delete(uri)
+        except LakevecError:
+            pass  # vacuum removes it later
+    return out

@@ -101,6 +101,7 @@ class Change:
     exact: bool = False  # commit only on exactly the version read (schema changes: the first rows' columns)
     columns: list | None = None  # user columns the new fragments were written for (appends)
     on_duplicate: str = "raise"  # a gap commit added some of these ids: "raise" (remove all rows) | "drop" (dups)
+    drop_ids: object = None  # callable(keys) -> rows dropped: rewrite this change without those ids ("drop")
 
     def delta(self) -> dict:
         d: dict = {}
@@ -291,7 +292,13 @@ def commit(t, change: Change, read_state: TableState, what: str) -> CommitResult
                                           f"{state.version} was read; nothing was committed")
             if ds.version != state.version:
                 recs = _records_between(t, ds, state.version, ds.version)
-                _validate(t, change, _Conflicts(t, change, recs, t.meta.id_type), state.version)
+                conflicts = _Conflicts(t, change, recs, t.meta.id_type)
+                if len(conflicts.dup_keys) and change.on_duplicate == "drop" and change.drop_ids is not None \
+                        and not conflicts.already:
+                    dropped = change.drop_ids(conflicts.dup_keys)  # rewrites the change without them
+                    log.info("%s: %d row(s) whose ids another writer committed meanwhile were dropped", what, dropped)
+                    conflicts.dup_keys = conflicts.dup_keys[:0]
+                _validate(t, change, conflicts, state.version)
                 state = t.states.state_at(ds)
             rec = _record(change, state, t)
             t.store.write_json(t.loc.join(META_DIR, COMMITS_DIR, f"{change.txn}.json"), rec)

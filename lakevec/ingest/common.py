@@ -101,6 +101,38 @@ def commit_ingest(table, job: WriteJob, state, written: WrittenFiles, ids, spec,
                     sources=[source_hash(f) for f in files or []], rejects=[rej] if rej else [],
                     info=info, exact=first_rows, columns=[f.name for f in spec.user_schema or []],
                     on_duplicate="raise" if on_bad_rows == "raise" else "drop")
+    dropped = [0]
+
+    def drop_ids(keys) -> int:
+        """Rewrite the written fragments without the rows whose id keys ``keys`` another writer committed."""
+        nonlocal written
+        from ..commit.fragments import rewrite_without_ids
+        bad = set(keys.tolist())
+        all_keys = id_keys(ids, id_type)
+        gone = [i for i, k in zip(ids, all_keys.tolist()) if k in bad]
+        mode = "overwrite" if first_rows else "append"
+        new = rewrite_without_ids(table.data_uri, table.lake.lance_options, spec.output_schema(), mode,
+                                  written.fragments, written.partitions, gone)
+        job.track(new)
+        n = written.rows - new.rows
+        written = new
+        keep = ~np.isin(all_keys, keys)
+        kept_ids = ids[keep]
+        frags2 = list(new.fragments)
+        change.operation = first_rows_operation(frags2, spec) if first_rows else lance.LanceOperation.Append(frags2)
+        change.files = dict(new.partitions)
+        if len(kept_ids):
+            run2 = write_run(table.store, table.loc, run_path(job.txn, 1 + dropped[0]), kept_ids, id_type)
+            job.track_object(run2.path)
+            change.runs_added = [run2]
+            change.new_keys = np.unique(id_keys(kept_ids, id_type))
+        else:
+            change.runs_added, change.new_keys = [], None
+        change.info.update(rows=int(new.rows), bytes=int(new.bytes))
+        dropped[0] += n
+        return n
+
+    change.drop_ids = drop_ids
     what = f"committing rows to table {table.name!r}"
     try:
         res = job.commit(change, state, what)
@@ -112,5 +144,6 @@ def commit_ingest(table, job: WriteJob, state, written: WrittenFiles, ids, spec,
         change.info.pop("columns", None)
         res = job.commit(change, state, what)
     # rows of ids that a concurrent commit added first were deleted again (see commit.protocol): rejected
-    return AddResult(written.rows - res.compensated_rows, rejected + res.compensated_rows, res.version, job.key,
-                     False, [], 0.0, written.bytes)
+    gone = res.compensated_rows + dropped[0]
+    return AddResult(written.rows - res.compensated_rows, rejected + gone, res.version, job.key, False, [], 0.0,
+                     written.bytes)

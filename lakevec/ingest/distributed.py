@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..commit import AlreadyCommitted, FragmentSink, WriteJob, WrittenFiles, delete_written
+from ..commit.fragments import rewrite_without_ids
 from ..commit.ids import IdIndex
 from ..config import ID_COLUMN, INDEX_DIR, INGEST_BATCH_ROWS, MAX_REPORTED_PROBLEMS, VECTOR_COLUMN
 from ..errors import InvalidArgumentError, LakevecError, StorageError, ValidationError
@@ -255,49 +256,8 @@ class RewriteTask:
 
 def run_rewrite_task(task: RewriteTask) -> WrittenFiles:
     """Engine task: copy each fragment without the dropped ids; delete the old (never committed) files."""
-    from lance.file import LanceFileReader
-    from lance.fragment import write_fragments
-
-    drop = pa.array(list(task.drop_ids), type=task.schema.field(ID_COLUMN).type)
-    out = WrittenFiles()
-    store = ObjectStore(parse_location(task.table_uri, task.lance_options))
-    old_files = []
-    for frag in task.fragments:
-        path = frag.files[0].path
-        uri = f"{task.data_uri}/data/{path}"
-        part = task.partitions.get(path)
-        try:
-            tbl = LanceFileReader(uri, storage_options=task.lance_options).read_all().to_table()
-        except Exception as e:
-            raise wrap_io_error(e, f"reading uncommitted fragment {uri}") from e
-        keep = pc.invert(pc.is_in(tbl.column(ID_COLUMN), value_set=drop))
-        if pc.all(keep).as_py():
-            out.fragments.append(frag)
-            out.partitions[path] = part
-            out.rows += frag.physical_rows
-            out.bytes += int(frag.files[0].file_size_bytes or 0)
-            continue
-        tbl = tbl.filter(keep).select(task.schema.names).cast(task.schema)
-        old_files.append(uri)
-        if tbl.num_rows == 0:
-            continue
-        try:
-            frags = write_fragments(tbl, task.data_uri, schema=task.schema, mode=task.mode,
-                                    max_rows_per_file=max(1, tbl.num_rows), storage_options=task.lance_options)
-        except Exception as e:
-            raise wrap_io_error(e, f"rewriting fragments of {task.data_uri}") from e
-        for f in frags:
-            for df in f.files:
-                out.partitions[df.path] = part
-                out.bytes += int(df.file_size_bytes or 0)
-            out.rows += f.physical_rows
-        out.fragments += frags
-    for uri in old_files:
-        try:
-            store.delete(uri)
-        except LakevecError:
-            pass  # vacuum removes it later
-    return out
+    return rewrite_without_ids(task.data_uri, task.lance_options, task.schema, task.mode, task.fragments,
+                               task.partitions, task.drop_ids)
 
 
 # --------------------------------------------------------------------------------------------------
