@@ -54,12 +54,12 @@ def claim_name(key: str) -> str:
 class JobLease:
     """A running job's lease, renewed by a heartbeat thread until ``release``; also renews claims."""
 
-    def __init__(self, store, table_loc, job: str, kind: str, lease_seconds: float = LEASE_SECONDS):
+    def __init__(self, store, table_loc, job: str, kind: str, lease_seconds: float | None = None):
         self.store = store
         self.loc = table_loc
         self.job = job
         self.kind = kind
-        self.lease_seconds = float(lease_seconds)
+        self.lease_seconds = float(LEASE_SECONDS if lease_seconds is None else lease_seconds)
         self.uri = table_loc.join(META_DIR, LEASES_DIR, f"{job}.json")
         self.started_at = _now()
         self._claims: dict[str, dict] = {}
@@ -145,8 +145,11 @@ class Claim:
             lease.untrack(self.uri)
         try:
             store.delete(self.uri)
-        except Exception:
-            pass
+        except Exception:  # the store is down: other processes wait for it to expire; this one knows
+            _ABANDONED.add(self.uri)
+
+
+_ABANDONED: set = set()  # claims this process released but could not delete (treated as expired here)
 
 
 def acquire(store, table_loc, key: str, owner: str, committed, lease: JobLease | None = None,
@@ -174,10 +177,10 @@ def acquire(store, table_loc, key: str, owner: str, committed, lease: JobLease |
                 if "not found" not in str(e):
                     raise
                 holder = None  # released between the LIST and the GET
-        if holder is None or float(holder.get("expires_at", 0)) < _now():
+        if holder is None or float(holder.get("expires_at", 0)) < _now() or f"{folder}/{names[-1]}" in _ABANDONED:
             nxt = attempt + 1  # a new name: a claim never replaces another
             body = {"key": key, "owner": owner, "attempt": nxt, "claimed_at": _now(),
-                    "expires_at": _now() + (lease.lease_seconds if lease else LEASE_SECONDS)}
+                    "expires_at": _now() + (lease.lease_seconds if lease else float(LEASE_SECONDS))}
             uri = f"{folder}/{nxt:06d}.json"
             if store.put_if_absent(uri, json.dumps(body, sort_keys=True).encode()):
                 if holder is not None:
