@@ -286,6 +286,7 @@ class StateReader:
             raise IndexError_(f"version {u} of table {self.loc.uri} was written by a newer lakevec "
                               f"(record format {rec.get('format')}); upgrade lakevec")
         parent = int(rec["parent"])
+        self._prefetch(rec)
         base = self.checkpoint(int(rec["checkpoint"])) if rec.get("checkpoint") is not None else TableState(1)
         st = base
         for pv, ptxn in rec.get("chain") or ():
@@ -302,6 +303,20 @@ class StateReader:
             st.chain += [(gv, t) for gv in range(parent + 1, u) if (t := txn_of(ds, gv)) is not None]
         st.txn = txn
         return self._relabel(st, v)
+
+    def _prefetch(self, rec: dict) -> None:
+        """Read the checkpoint and the chained records a record names, in parallel (a cold open then costs a
+        few round trips, not one per record)."""
+        jobs = [("r", t) for _, t in rec.get("chain") or () if t not in self._records]
+        if rec.get("checkpoint") is not None and int(rec["checkpoint"]) not in self._checkpoints:
+            jobs.append(("c", int(rec["checkpoint"])))
+        if len(jobs) < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=min(8, len(jobs)), thread_name_prefix="lakevec-state") as pool:
+            futs = [pool.submit(self.record if kind == "r" else self.checkpoint, x) for kind, x in jobs]
+            for f in futs:
+                f.result()
 
     @staticmethod
     def _relabel(st: TableState, v: int) -> TableState:

@@ -14,6 +14,7 @@ BENCHMARKS = {
     "ingest": "Parquet -> lake ingestion throughput per engine",
     "index": "IVF index build time per engine",
     "cache": "NVMe cache: cold vs warm reads, hit ratio, cost",
+    "scale": "metadata cost as tables grow: appends into 1M-16M rows, cold open after 1,000 commits",
 }
 
 
