@@ -5,7 +5,7 @@ Everything runs on an embedded S3 server (SeaweedFS on loopback); the measured o
 counting proxy (``bench.s3proxy``), so requests and bytes are the server's view.
 
 * **append**: for each size N (``--sizes``, default 1M, 4M, 16M rows, ``--dim`` 64), a table of N rows is
-  loaded (outside the timing), then ``--appends`` appends of ``--append-rows`` (default 100,000) new rows
+  loaded in ``--load-commits`` commits (outside the timing; the same history for every size), then ``--appends`` appends of ``--append-rows`` (default 100,000) new rows
   with new, increasing ids are made by a freshly connected client (cold caches): time, requests and bytes
   read from the store (GET/HEAD/LIST responses), and the bytes of id runs read for the uniqueness check.
   Also reported, as information: the same append with ids that overlap the whole table's id range (random
@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--append-rows", type=int, default=100_000)
     p.add_argument("--appends", type=int, default=3, help="appends measured per size (min/median/max)")
-    p.add_argument("--load-batch", type=int, default=2_000_000, help="rows per commit while loading")
+    p.add_argument("--load-commits", type=int, default=8, help="commits that load each table (the same for every "
+                                                                 "size, so the tables differ only in rows)")
     p.add_argument("--commits", type=int, default=1000, help="small commits before the cold-open measurement")
     p.add_argument("--repeat", type=int, default=5, help="cold opens measured per table")
     p.add_argument("--index", action="store_true", help="index the tables before appending (appends then assign "
@@ -71,8 +72,9 @@ def _append_bench(srv, proxy, args, sizes) -> list[dict]:
         uri = srv.uri("lakevec", f"scale-{n}-{uuid.uuid4().hex[:8]}")
         t = lakevec.connect(uri, storage_options=direct).create_table("t", dim=args.dim)
         t0 = time.perf_counter()
-        for s in range(0, n, args.load_batch):  # even ids 0, 2, ..., 2n - 2: random odd ids overlap them all
-            t.add(_rows(2 * s, min(args.load_batch, n - s), args.dim, seed=s, step=2))
+        batch = -(-n // args.load_commits)
+        for s in range(0, n, batch):  # even ids 0, 2, ..., 2n - 2: random odd ids overlap them all
+            t.add(_rows(2 * s, min(batch, n - s), args.dim, seed=s, step=2))
         if args.index:
             t.build_index()
         log(BENCH, f"loaded {n:,} rows in {time.perf_counter() - t0:.0f}s")
