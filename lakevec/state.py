@@ -179,11 +179,14 @@ def txn_of(ds, version: int | None = None) -> str | None:
 class StateReader:
     """Rebuilds ``TableState`` of any version of one table; caches immutable objects and recent states."""
 
+    KEEP_RECORDS = 4096  # immutable records kept in memory (a long-lived process sees many commits)
+    KEEP_CHECKPOINTS = 4
+
     def __init__(self, store, table_loc, keep_states: int = 4):
         self.store = store
         self.loc = table_loc
-        self._records: dict[str, dict] = {}
-        self._checkpoints: dict[int, TableState] = {}
+        self._records: "OrderedDict[str, dict]" = OrderedDict()
+        self._checkpoints: "OrderedDict[int, TableState]" = OrderedDict()
         self._states: "OrderedDict[int, TableState]" = OrderedDict()
         self._keep = keep_states
         self._lock = threading.Lock()
@@ -204,13 +207,14 @@ class StateReader:
         except StorageError as e:
             raise IndexError_(f"the commit record {uri} of a committed version of table {self.loc.uri} cannot "
                               f"be read: {e}") from e
-        with self._lock:
-            self._records[txn] = rec
+        self.remember_record(rec)
         return rec
 
     def remember_record(self, rec: dict) -> None:
         with self._lock:
             self._records[rec["txn"]] = rec
+            while len(self._records) > self.KEEP_RECORDS:
+                self._records.popitem(last=False)
 
     def checkpoint(self, version: int) -> TableState:
         with self._lock:
@@ -222,9 +226,14 @@ class StateReader:
             st = TableState.from_json(self.store.read_json(uri))
         except StorageError as e:
             raise IndexError_(f"the checkpoint {uri} of table {self.loc.uri} cannot be read: {e}") from e
+        self._keep_checkpoint(version, st)
+        return st
+
+    def _keep_checkpoint(self, version: int, st: TableState) -> None:
         with self._lock:
             self._checkpoints[version] = st
-        return st
+            while len(self._checkpoints) > self.KEEP_CHECKPOINTS:
+                self._checkpoints.popitem(last=False)
 
     def checkpoint_exists(self, version: int) -> bool:
         with self._lock:
@@ -235,8 +244,7 @@ class StateReader:
     def remember_checkpoint(self, state: TableState) -> None:
         st = state.copy()
         st.checkpoint, st.chain = st.version, []
-        with self._lock:
-            self._checkpoints[state.version] = st
+        self._keep_checkpoint(state.version, st)
 
     # -- states ----------------------------------------------------------------------------------
     def cached(self, version: int) -> TableState | None:

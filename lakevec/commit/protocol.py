@@ -312,6 +312,8 @@ def commit(t, change: Change, read_state: TableState, what: str) -> CommitResult
         except Exception:
             moved = False  # the commit below reports the store's state
         if moved and attempt < MAX_ATTEMPTS:
+            time.sleep(delay * random.random())  # jitter: writers racing for the same version spread out
+            delay = min(BACKOFF_MAX, delay * 2)
             continue
         if _before_lance_commit is not None:  # tests: a commit landing inside that window
             _before_lance_commit(t, change, state.version)
