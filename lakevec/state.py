@@ -235,11 +235,10 @@ class StateReader:
             while len(self._checkpoints) > self.KEEP_CHECKPOINTS:
                 self._checkpoints.popitem(last=False)
 
-    def checkpoint_exists(self, version: int) -> bool:
+    def has_checkpoint(self, version: int) -> bool:
+        """True if this process knows the checkpoint of ``version`` exists (read or written here)."""
         with self._lock:
-            if version in self._checkpoints:
-                return True
-        return self.store.exists(self.uri(CHECKPOINTS_DIR, f"{version:012d}.json"))
+            return version in self._checkpoints
 
     def remember_checkpoint(self, state: TableState) -> None:
         st = state.copy()

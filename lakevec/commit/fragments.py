@@ -53,7 +53,7 @@ class FragmentSink:
     """Buffers validated batches and writes them as fragments (one partition each when indexed)."""
 
     def __init__(self, data_uri: str, schema: pa.Schema, storage_options: dict | None,
-                 model: IvfModel | None = None, mode: str = "append", collect_ids: bool = False,
+                 model: IvfModel | None = None, mode: str = "append", collect_ids: bool = False, dataset=None,
                  max_rows_per_file: int = MAX_ROWS_PER_FILE, flush_bytes: int = FLUSH_BYTES):
         self.data_uri = data_uri
         self.schema = schema
@@ -66,7 +66,7 @@ class FragmentSink:
         self.out = WrittenFiles()
         self._buf: dict[int, list[pa.RecordBatch]] = {}
         self._buf_bytes = 0
-        self._ds = None
+        self._ds = dataset  # the opened dataset to write into (appends); opened on first use when None
         self._lock = threading.Lock()
 
     def add(self, batch: pa.RecordBatch, vectors: np.ndarray | None = None,

@@ -29,7 +29,7 @@ log = logging.getLogger("lakevec.commit")
 class WriteJob:
     """See the module docstring. ``table`` is a lakevec Table (duck-typed: see ``protocol.commit``)."""
 
-    def __init__(self, table, kind: str, key: str | None = None, txn: str | None = None):
+    def __init__(self, table, kind: str, key: str | None = None, txn: str | None = None, ds=None):
         self.table = table
         self.kind = kind
         self.key = key
@@ -38,7 +38,7 @@ class WriteJob:
         self.claim = None
         self.done: int | None = None  # version that committed the key (another run), if so
         self.state = None
-        self.ds = None
+        self.ds = ds  # a version the caller just opened (no claim to wait for): read it, not the latest again
         self.result: CommitResult | None = None
         self._written: list[WrittenFiles] = []
         self._objects: list[str] = []
@@ -56,7 +56,10 @@ class WriteJob:
                     self.done = value
                 else:
                     self.claim = value
-            self.refresh()
+            if self.ds is None or self.key is not None:
+                self.refresh()
+            else:
+                self.state = self.table.states.state_at(self.ds)
         except BaseException:
             self._release()
             raise

@@ -231,10 +231,9 @@ def _write_checkpoint(t, state: TableState) -> None:
 def _record(change: Change, state: TableState, t) -> dict:
     checkpoint, chain = state.next_chain()
     if len(chain) >= CHECKPOINT_EVERY:
-        if not t.states.checkpoint_exists(state.version):
+        # a conditional create: the first writer on this parent writes it, the others' PUT is refused
+        if not t.states.has_checkpoint(state.version):
             _write_checkpoint(t, state)
-        else:
-            t.states.remember_checkpoint(state)
         checkpoint, chain = state.version, []
     return {"format": FORMAT, "txn": change.txn, "op": change.op, "parent": state.version,
             "checkpoint": checkpoint, "chain": [list(c) for c in chain], "delta": change.delta(),

@@ -45,7 +45,8 @@ def _add(table, data, id_column, vector_column, on_bad_rows, idempotency_key, ch
         raise InvalidArgumentError(f"input is empty: an empty list has no Parquet paths (no rows to add to "
                                    f"table {table.name!r})")
     files = resolve_files(data, table.lake.storage_options) if is_path_input(data) else None
-    state = table.state_of(table._open_latest())
+    ds = table._open_latest()
+    state = table.state_of(ds)
     old: list = []
     if files is not None:
         files, old = new_sources(state, files)
@@ -55,7 +56,7 @@ def _add(table, data, id_column, vector_column, on_bad_rows, idempotency_key, ch
     if key is not None and key in state.keys:
         return skipped_result(state.version, key, t0, len(files or []) + len(old))
     try:
-        with WriteJob(table, "ingest", key) as job:
+        with WriteJob(table, "ingest", key, ds=ds if key is None else None) as job:
             if job.done is not None:
                 return skipped_result(job.state.version, key, t0, len(files or []) + len(old))
             if files is not None:
@@ -107,7 +108,7 @@ def _ingest(table, job: WriteJob, streams, files, on_bad_rows: str, check_existi
                 spec, first_rows = fix_user_columns(spec, batch.schema)
                 snap = table._snapshot_of(job.ds)
                 sink = FragmentSink(table.data_uri, spec.output_schema(), table.lake.lance_options, snap.model,
-                                    mode="overwrite" if first_rows else "append", collect_ids=True)
+                                    mode="overwrite" if first_rows else "append", collect_ids=True, dataset=job.ds)
                 job.track(sink.out)
             checked = check_batch(batch, spec, row, source, tracker)
             row += batch.num_rows
