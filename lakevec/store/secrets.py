@@ -4,9 +4,13 @@
   print ``'***'`` for secret values, so a task record, a traceback's locals, a debugger or a notebook
   showing the options shows no secret. ``Location.options`` and ``Location.lance_options()`` are
   SecretDicts. (A plain ``dict(opts)`` copy is a plain dict again: keep the SecretDict.)
-* :func:`register_secrets` remembers secret values; :class:`SecretsFilter`, installed on the ``lakevec``
-  logger and every ``lakevec.*`` logger, replaces them by ``***`` in every record (message, arguments,
-  traceback text) before any handler sees it.
+* :func:`register_secrets` remembers secret values (every parsed S3 location registers its own), and
+  every log record of a ``lakevec`` or ``lakevec.*`` logger has them replaced by ``***`` (message,
+  arguments, traceback text) before any handler sees it. Two hooks, because a logger's filters are not
+  inherited by its children and lakevec's loggers are created when their modules are first imported
+  (some after ``connect``): a log-record factory wrapping the current one (every ``lakevec*`` record,
+  whenever its logger was created), and :class:`SecretsFilter` on the ``lakevec`` logger and every
+  ``lakevec.*`` logger existing at connect time (in case another library replaces the factory).
 
 Secret keys: names containing ``secret``, ``token``, ``password`` or ``credential``, or ending in
 ``_key`` (``aws_secret_access_key``, ``aws_session_token``, ``azure_storage_account_key``,
@@ -70,37 +74,63 @@ def redact(text: str) -> str:
     return text
 
 
+def _mask_record(record: logging.LogRecord) -> None:
+    """Replace registered secret values in ``record`` (message with its arguments, traceback, stack)."""
+    if not _SECRETS or getattr(record, "_lakevec_masked", False):
+        return
+    record._lakevec_masked = True
+    _do_mask(record)
+
+
 class SecretsFilter(logging.Filter):
     """Mask registered secret values in a log record (never drops a record)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _SECRETS:
-            return True
-        try:
-            msg = record.getMessage()
-        except Exception:  # a broken format string: leave the record to logging's own error path
-            return True
-        masked = redact(msg)
-        if masked != msg:
-            record.msg, record.args = masked, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+        _mask_record(record)
         return True
 
 
+def _do_mask(record: logging.LogRecord) -> None:
+    try:
+        msg = record.getMessage()
+    except Exception:  # a broken format string: leave the record to logging's own error path
+        return
+    masked = redact(msg)
+    if masked != msg:
+        record.msg, record.args = masked, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
 _FILTER = SecretsFilter()
+_FACTORY_INSTALLED = False
+
+
+def _install_record_factory() -> None:
+    global _FACTORY_INSTALLED
+    if _FACTORY_INSTALLED:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        if record.name == "lakevec" or record.name.startswith("lakevec."):
+            _mask_record(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _FACTORY_INSTALLED = True
 
 
 def install_log_filter() -> None:
-    """Add the filter to the ``lakevec`` logger and every existing ``lakevec.*`` logger (idempotent).
-
-    Logger filters are not inherited by child loggers, hence one per logger; loggers are module-level,
-    so they exist by the time a lake is connected (and every connect installs again).
-    """
+    """Install the record factory (once) and the filter on the ``lakevec`` logger and every existing
+    ``lakevec.*`` logger (idempotent; every connect installs again)."""
+    with _LOCK:
+        _install_record_factory()
     names = ["lakevec"] + [n for n in list(logging.root.manager.loggerDict) if n.startswith("lakevec.")]
     for name in names:
         lg = logging.getLogger(name)
