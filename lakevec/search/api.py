@@ -37,7 +37,7 @@ def search(table, queries, k: int = 10, nprobe: int | None = None, filter: str |
         row_filter = FragmentFilter(snap.ds, filter, table.store.counters, f"table {table.name!r}")
     probe = nprobe or (snap.index.default_nprobe if snap.index else 0)
     reader = FragmentReader(snap.ds, table.data_uri, table.store, table.lake.cache, table.name,
-                            memory=table.lake.memory_cache)
+                            memory=table.lake.memory_cache, index_id=snap.index.index_id if snap.index else "")
     io_threads = SEARCH_PREFETCH if table.store.loc.is_local else SEARCH_IO_THREADS_REMOTE
     topk, cands, stats = batch_search(snap, reader, q, k, probe, meta.metric, row_filter, io_threads=io_threads)
     found = topk.ref >= 0
