@@ -39,6 +39,8 @@ def _make_fs(loc: Location) -> pafs.FileSystem:
         raise StorageError(f"cannot create an S3 client for {loc.uri}: {clean_error_text(e)}") from e
 
 
+_SERVER_ERROR = re.compile(r"(status( code)?[: ]*|\(|http )5\d\d\b|bad gateway|service unavailable|slowdown|"
+                           r"internalerror|internal server error")
 _RETRY_SETTINGS = re.compile(r"(max_retries|retry_timeout)\s*:\s*\S+")
 _RUST_LOCATION = re.compile(r",?\s*(?:at\s+)?/\S+?\.rs:\d+(?::\d+)?")
 
@@ -73,6 +75,8 @@ def wrap_io_error(e: BaseException, what: str) -> LakevecError:
     if any(s in low for s in ("error sending request", "connection reset", "broken pipe", "network_connection",
                                "connection closed", "dns")):
         return StorageError(f"{what}: the store is unreachable ({first})")
+    if _SERVER_ERROR.search(low):
+        return StorageError(f"{what}: the store failed to serve the request, a server error ({first})")
     if any(s in low for s in ("nosuchbucket", "bucket does not exist", "the specified bucket")):
         return StorageError(f"{what}: the bucket does not exist ({first})")
     return StorageError(f"{what}: {first}")
