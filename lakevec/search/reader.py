@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import ID_COLUMN, VECTOR_COLUMN
-from ..errors import StorageError
 from ..snapshot import FragmentInfo
 from ..store.lance_io import drain_io_stats
 from ..store.objects import ObjectStore, wrap_io_error
@@ -194,5 +193,5 @@ def take_columns(ds: lance.LanceDataset, rowaddr: np.ndarray, columns: list[str]
     try:
         t = ds._take_rows(uniq.tolist(), columns=columns)
     except Exception as e:
-        raise StorageError(f"fetching columns {columns} from {ds.uri}: {str(e).splitlines()[0][:200]}") from e
+        raise wrap_io_error(e, f"fetching columns {columns} from {ds.uri}") from e
     return t.take(pa.array(inv))
