@@ -155,9 +155,11 @@ def test_search_fails_within_the_deadline_and_works_after_restart(site):
         assert site.uri in str(err) and "data.lance" in str(err), str(err)
     finally:
         site.kill()
-    fails_in_time(lambda: t.search(q, k=10))
-    fails_in_time(lambda: pinned.search(q, k=10))
-    site.restart()
+    try:
+        fails_in_time(lambda: t.search(q, k=10))
+        fails_in_time(lambda: pinned.search(q, k=10))
+    finally:
+        site.restart()
     check(both())  # the same objects, no reconnect
     assert t.count_rows() == ROWS
 
