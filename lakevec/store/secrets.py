@@ -51,7 +51,7 @@ class SecretDict(dict):
         return (SecretDict, (dict(self),))
 
 
-_SECRETS: set[str] = set()
+_SECRETS: tuple[str, ...] = ()  # longest first (one secret may contain another); replaced, never mutated
 _LOCK = threading.Lock()
 MIN_SECRET_LEN = 4  # shorter values would mask ordinary words in log lines
 
@@ -59,16 +59,19 @@ MIN_SECRET_LEN = 4  # shorter values would mask ordinary words in log lines
 def register_secrets(options) -> None:
     """Remember the secret values of ``options`` so that log lines never show them; install the filter."""
     new = {str(v) for k, v in (options or {}).items() if is_secret_key(k) and v and len(str(v)) >= MIN_SECRET_LEN}
+    global _SECRETS
     with _LOCK:
-        _SECRETS.update(new)
+        if not new <= set(_SECRETS):
+            _SECRETS = tuple(sorted(new | set(_SECRETS), key=len, reverse=True))
     install_log_filter()
 
 
 def redact(text: str) -> str:
     """Return ``text`` with every registered secret value replaced by ``***``."""
-    if not _SECRETS or not text:
+    secrets = _SECRETS
+    if not secrets or not text:
         return text
-    for s in sorted(_SECRETS, key=len, reverse=True):  # longest first: one secret may contain another
+    for s in secrets:
         if s in text:
             text = text.replace(s, MASK)
     return text
