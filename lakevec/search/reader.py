@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ..config import ID_COLUMN, VECTOR_COLUMN
 from ..snapshot import FragmentInfo
-from ..store.lance_io import drain_io_stats
+from ..store.lance_io import scan
 from ..store.objects import ObjectStore, wrap_io_error
 
 
@@ -142,13 +142,9 @@ class FragmentReader:
         return tmp, True
 
     def _read_lance(self, frag: FragmentInfo, cols: list[str]) -> pa.Table:
-        try:
-            fr = self.ds.get_fragment(frag.fragment_id)
-            tbl = self.ds.scanner(columns=cols, with_row_address=True, fragments=[fr]).to_table()
-        except Exception as e:
-            raise wrap_io_error(e, f"reading fragment {frag.fragment_id} of {self.data_uri}") from e
-        drain_io_stats(self.ds, self.store.counters)
-        return tbl
+        fr = self.ds.get_fragment(frag.fragment_id)
+        return scan(self.ds, f"reading fragment {frag.fragment_id} of {self.data_uri}", self.store.counters,
+                    columns=cols, with_row_address=True, fragments=[fr])
 
     def read_block(self, frags: list[FragmentInfo], partition: int = -1, mask_for=None) -> Block | None:
         """Read and concatenate fragments into one Block; ``mask_for(frag)`` gives a row mask or None."""

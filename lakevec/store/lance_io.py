@@ -1,6 +1,7 @@
 """Open, scan and commit Lance datasets with lakevec's options, turning Lance errors into ours.
 
-Every call is bounded: the storage options carry the per-request timeouts of ``store.deadline``, and
+``scan`` reads a table through Lance's scanner with the same error wrapping (use it for every scan:
+a bare ``to_table()`` raises ArrowInvalid/OSError on a store outage). Every call is bounded: the storage options carry the per-request timeouts of ``store.deadline``, and
 opening a dataset on an object store is also cut at the lake's ``store_timeout`` (``call_with_deadline``).
 """
 from __future__ import annotations
@@ -77,3 +78,18 @@ def drain_io_stats(ds: lance.LanceDataset, counters: IOCounters) -> None:
         counters.add_lance_stats(ds.io_stats_incremental())
     except Exception:  # accounting must never break a read
         pass
+
+
+def scan(ds: lance.LanceDataset, what: str, counters: IOCounters | None = None, **scanner_kwargs):
+    """Return ``ds.scanner(**scanner_kwargs).to_table()``; a failure is a lakevec error naming ``what``
+    (e.g. "reading the ids of table 't'"), never a bare ArrowInvalid/OSError. Lance's reads are counted
+    on ``counters``. A store outage fails it within the per-request bounds of ``store.deadline``."""
+    try:
+        return ds.scanner(**scanner_kwargs).to_table()
+    except Exception as e:
+        if "invalid user input" in str(e).lower():
+            raise InvalidArgumentError(f"{what}: {clean_error_text(e).replace('Invalid user input: ', '')}") from e
+        raise wrap_io_error(e, what) from e
+    finally:
+        if counters is not None:
+            drain_io_stats(ds, counters)
