@@ -19,6 +19,12 @@ UNASSIGNED = -1  # _partition value of rows written before any index exists
 METRICS = ("l2", "cosine", "dot")
 TABLE_NAME_PATTERN = r"[A-Za-z0-9_-]{1,128}"
 
+# Object store: every store call fails within this many seconds of the store going silent (a StorageError),
+# never a hang. Per lake: storage option ``store_timeout`` (seconds); default: ``$LAKEVEC_STORE_TIMEOUT`` or 60.
+STORE_TIMEOUT = 60.0
+STORE_TIMEOUT_ENV = "LAKEVEC_STORE_TIMEOUT"
+STORE_TIMEOUT_OPTION = "store_timeout"
+
 # Ingestion
 MAX_ROWS_PER_FILE = 1 << 18  # fragments of an unindexed table (~128 MB at 128-d): bounds scan memory
 INGEST_BATCH_ROWS = 65536  # rows validated/written per step (bounds memory)

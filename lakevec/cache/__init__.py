@@ -6,9 +6,22 @@
 What is cached
     The data files of partitions (every fragment of an indexed table holds exactly one partition),
     keyed by their object URI. Object names are immutable UUIDs, so a copy is never stale; a file of
-    an old version stays valid for time travel. Unassigned fragments (rows appended after the index)
-    form the pseudo-partition -1. Fragments with deletion files are read by Lance's scanner, not as
-    files, and are not cached. Index centroids and partition maps stay in memory (``TableFiles``).
+    an old version stays valid for time travel. Fragments with deletion files are read by Lance's
+    scanner, not as files, and are not cached. Index centroids and partition maps stay in memory
+    (``TableFiles``).
+
+Units
+    Statistics, pins, admission and eviction work on units: one partition of one index of one table,
+    ``(table root URI, index id, partition)``. A new index reuses partition numbers for unrelated
+    clusters, so nothing of the old index's units (temperature, pins) applies to the new one; they
+    cool down and are evicted first, and ``warm``/``pin`` of the table release the old index's pins.
+    Unassigned fragments (rows appended after the index, or of an unindexed table) form the
+    pseudo-partition -1, with no index id. The reader passes the index id of the snapshot it reads.
+
+Layering
+    The cache sits under tables: it never imports or opens a table itself. ``warm``/``pin``/``evict``
+    take Table objects (duck-typed: ``snapshot()``, ``loc``, ``data_uri``, ``store``); table names are
+    resolved by the ``open_table`` callable and ``root`` URI that the lake hands to ``open_cache``.
 
 Read path (``search.reader.FragmentReader`` -> ``NvmeCache.fetch``)
     Hit: the recorded size is compared with the file, and its CRC-32 (recorded at admission) is
@@ -99,8 +112,9 @@ def open_cache(lake):
     counters = lake.store.counters
     prices = prices_from_env(cfg.prices)
     if not cfg.cache_dir:
-        return DisabledCache(counters, prices, lake=lake)
+        return DisabledCache(counters, prices)
     import os
     verify = os.environ.get(VERIFY_ENV) or "changed"
-    return NvmeCache(cfg.cache_dir, int(cfg.cache_bytes), lake=lake, counters=counters, prices=prices,
-                     verify=verify)
+    # the lake hands over its root and how to open a table by name: the cache never opens one itself
+    return NvmeCache(cfg.cache_dir, int(cfg.cache_bytes), root=lake.loc.uri, open_table=lake.open_table,
+                     counters=counters, prices=prices, verify=verify)

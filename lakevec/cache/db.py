@@ -4,10 +4,11 @@ Tables:
 
 ``entries``   one row per cached object: key (object URI), file (relative path), size, crc (CRC-32 of
               the bytes, recorded at admission), state (0 = reserved while a download is in flight,
-              1 = ready), its table and partition, kind ("data"), admitted_at.
-``parts``     access statistics per (table, partition), cached or not ("ghost" entries let a partition
-              that keeps coming back win admission): lscore (the decayed access score in log form, see
-              ``policy``), last_access, accesses, hits, misses, bytes_cache, bytes_store, pinned.
+              1 = ready), its unit (table, index id, partition), kind ("data"), admitted_at.
+``parts``     access statistics per unit (table, index id, partition), cached or not ("ghost" entries let a
+              partition that keeps coming back win admission): lscore (the decayed access score in log
+              form, see ``policy``), last_access, accesses, hits, misses, bytes_cache, bytes_store, pinned.
+              The index id is "" for the pseudo-partition -1 (rows outside any partition).
 ``counters``  cache-wide event totals (admitted, rejected, evicted_files, evicted_bytes, corrupt,
               missing, write_errors).
 
@@ -17,7 +18,8 @@ transactions, never corrupt the database; a lost row at worst leaves an orphan f
 ``sweep`` removes, and a stale row points at a file whose size/checksum check fails.
 
 The connection notices a deleted or replaced database file (the cache folder was removed) and
-reconnects, recreating the schema.
+reconnects, recreating the schema. A database of an older schema (version 1: units keyed by table and
+partition only) is emptied and recreated: it is a cache; its files become orphans that ``sweep`` removes.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT);
@@ -37,14 +39,16 @@ CREATE TABLE IF NOT EXISTS entries (
     crc INTEGER,
     state INTEGER NOT NULL DEFAULT 0,
     tbl TEXT NOT NULL,
+    idx TEXT NOT NULL DEFAULT '',
     part INTEGER NOT NULL,
     kind TEXT NOT NULL DEFAULT 'data',
     admitted_at REAL NOT NULL,
     owner TEXT
 );
-CREATE INDEX IF NOT EXISTS entries_unit ON entries (tbl, part);
+CREATE INDEX IF NOT EXISTS entries_unit ON entries (tbl, idx, part);
 CREATE TABLE IF NOT EXISTS parts (
     tbl TEXT NOT NULL,
+    idx TEXT NOT NULL DEFAULT '',
     part INTEGER NOT NULL,
     lscore REAL NOT NULL,
     last_access REAL NOT NULL,
@@ -54,10 +58,34 @@ CREATE TABLE IF NOT EXISTS parts (
     bytes_cache INTEGER NOT NULL DEFAULT 0,
     bytes_store INTEGER NOT NULL DEFAULT 0,
     pinned INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (tbl, part)
+    PRIMARY KEY (tbl, idx, part)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Drop the entries and statistics of a database of an older schema (the schema is then recreated)."""
+    has_info = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'info'").fetchone()
+    if not has_info:
+        return
+    row = conn.execute("SELECT value FROM info WHERE key = 'schema_version'").fetchone()
+    if row is not None and int(row[0]) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT value FROM info WHERE key = 'schema_version'").fetchone()
+        if row is None or int(row[0]) != SCHEMA_VERSION:  # another process may have migrated meanwhile
+            conn.execute("DROP TABLE IF EXISTS entries")
+            conn.execute("DROP TABLE IF EXISTS parts")
+            for stmt in _SCHEMA.split(";"):  # recreated in the same transaction: no one sees no tables
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute("INSERT OR REPLACE INTO info (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class CacheDB:
@@ -93,6 +121,7 @@ class CacheDB:
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            _migrate(conn)
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO info (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except BaseException:

@@ -10,6 +10,7 @@ import errno
 import logging
 import operator
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -18,7 +19,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-from ..config import CacheConfig, PriceTable
+from ..config import TABLE_NAME_PATTERN, CacheConfig, PriceTable
 from ..errors import CacheError, InvalidArgumentError, LakevecError
 from ..store.accounting import IOCounters
 from . import policy
@@ -45,6 +46,22 @@ DEFAULT_BUDGET = CacheConfig.cache_bytes
 VERIFY_MODES = ("changed", "always")
 
 _LIVE: "weakref.WeakSet[NvmeCache]" = weakref.WeakSet()
+_NAME_RE = re.compile(TABLE_NAME_PATTERN)
+UNASSIGNED_UNIT = ("", -1)  # (index id, partition) of rows outside any partition
+
+
+def unit_of(tbl: str, index_id: str | None, partition: int) -> tuple[str, str, int]:
+    """Return the cache unit of ``partition`` of index ``index_id`` of the table ``tbl`` (its root URI).
+
+    Units are keyed by index id as well as partition number: the next index reuses the numbers for
+    unrelated clusters. Partition -1 (rows outside any partition) has no index id.
+    """
+    partition = int(partition)
+    return (tbl, "", -1) if partition < 0 else (tbl, index_id or "", partition)
+
+
+def _snapshot_index_id(snap) -> str:
+    return snap.index.index_id if getattr(snap, "index", None) is not None else ""
 
 
 def _flush_all_at_exit() -> None:
@@ -60,12 +77,11 @@ class DisabledCache:
 
     enabled = False
 
-    def __init__(self, counters: IOCounters | None = None, prices: PriceTable | None = None, lake=None):
+    def __init__(self, counters: IOCounters | None = None, prices: PriceTable | None = None):
         self.counters = counters or IOCounters()
         self.prices = prices or PriceTable()
-        self.lake = lake
 
-    def fetch(self, uri, size, store, table_key="", partition=-1):
+    def fetch(self, uri, size, store, table_key="", partition=-1, index_id=""):
         return None
 
     def invalidate(self, uri) -> None:
@@ -93,10 +109,10 @@ class DisabledCache:
     def flush(self) -> None:
         return None
 
-    def cached_by_partition(self, tbl: str) -> dict:
+    def cached_by_partition(self, tbl: str, index_id: str = "") -> dict:
         return {}
 
-    def partition_stats(self, tbl: str) -> dict:
+    def partition_stats(self, tbl: str, index_id: str = "") -> dict:
         return {}
 
     def stats(self) -> dict:
@@ -119,9 +135,10 @@ class NvmeCache:
 
     enabled = True
 
-    def __init__(self, cache_dir: str, budget_bytes: int, *, lake=None, counters: IOCounters | None = None,
-                 prices: PriceTable | None = None, half_life: float = policy.DEFAULT_HALF_LIFE,
-                 verify: str = "changed", max_object_fraction: float = policy.MAX_OBJECT_FRACTION):
+    def __init__(self, cache_dir: str, budget_bytes: int, *, root: str | None = None, open_table=None,
+                 counters: IOCounters | None = None, prices: PriceTable | None = None,
+                 half_life: float = policy.DEFAULT_HALF_LIFE, verify: str = "changed",
+                 max_object_fraction: float = policy.MAX_OBJECT_FRACTION):
         if budget_bytes is not None and (isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int)
                                          or budget_bytes < 0):
             raise InvalidArgumentError(f"cache_bytes must be a non-negative integer, got {budget_bytes!r}")
@@ -133,7 +150,10 @@ class NvmeCache:
         if os.path.exists(self.dir) and not os.path.isdir(self.dir):
             raise CacheError(f"cache_dir {self.dir} exists and is not a folder")
         self.budget = budget_bytes if budget_bytes is not None else DEFAULT_BUDGET
-        self.lake = lake
+        # The cache sits under tables and never opens one itself: table names are resolved against the
+        # lake root ``root`` (URI) and opened by ``open_table(name)``, both given by whoever made the cache.
+        self.root = root.rstrip("/") if root else None
+        self.open_table = open_table
         self.counters = counters or IOCounters()
         self.prices = prices or PriceTable()
         self.half_life = float(half_life)
@@ -231,23 +251,28 @@ class NvmeCache:
         if isinstance(table, str):
             if "/" in table or ":" in table:
                 return table.rstrip("/")
-            if self.lake is not None:
-                from ..lake import check_table_name
-                check_table_name(table)
-                return self.lake.loc.child(table).uri
-            return table
+            if not _NAME_RE.fullmatch(table):
+                raise InvalidArgumentError(f"invalid table name {table!r}")
+            return f"{self.root}/{table}" if self.root else table
         raise InvalidArgumentError(f"table must be a Table or a table name, got {type(table).__name__}")
 
     def _open_table(self, table):
+        """Return a Table-like object (``snapshot()``, ``loc``, ``data_uri``, ``store``) for ``table``."""
         if hasattr(table, "snapshot") and hasattr(table, "data_uri"):
             return table
-        if isinstance(table, str) and self.lake is not None:
-            return self.lake.open_table(table)
+        if isinstance(table, str) and self.open_table is not None:
+            return self.open_table(table)
         raise InvalidArgumentError(f"table must be a Table or a table name of this lake, got {table!r}")
 
+    def _current_index(self, table) -> str:
+        """Return the index id in force for ``table`` (a Table or a name; "" when it has no index)."""
+        return _snapshot_index_id(self._open_table(table).snapshot())
+
     # -- the read path ------------------------------------------------------------------------------
-    def fetch(self, uri: str, size: int, store, table_key: str = "", partition: int = -1):
+    def fetch(self, uri: str, size: int, store, table_key: str = "", partition: int = -1, index_id: str = ""):
         """Return (local path, is_temp) of a verified byte-identical copy of ``uri``, or None.
+
+        ``partition`` of the index ``index_id`` is the unit the access counts for (see ``unit_of``).
 
         A hit returns the cached file (is_temp False). A miss downloads the object (counted on
         ``store.counters``) and admits it per policy (is_temp False), or hands over the downloaded
@@ -256,15 +281,14 @@ class NvmeCache:
         Object-store errors are raised as lakevec errors.
         """
         try:
-            return self._fetch(uri, int(size or 0), store, table_key, int(partition))
+            return self._fetch(uri, int(size or 0), store, unit_of(self.table_id_of(uri, table_key), index_id, partition))
         except LakevecError:
             raise
         except (OSError, sqlite3.Error, LocalWriteError) as e:
             self._note_error(e)
             return None
 
-    def _fetch(self, uri, size, store, table_key, partition):
-        unit = (self.table_id_of(uri, table_key), partition)
+    def _fetch(self, uri, size, store, unit):
         path = self.path_of(uri)
         ent = self._lookup(uri)
         if ent is not None:
@@ -377,16 +401,16 @@ class NvmeCache:
 
     def _apply_access(self, c, unit, accesses: int, hits: int, misses: int, bytes_cache: int, bytes_store: int,
                       when: float) -> float:
-        row = c.execute("SELECT lscore FROM parts WHERE tbl = ? AND part = ?", unit).fetchone()
+        row = c.execute("SELECT lscore FROM parts WHERE tbl = ? AND idx = ? AND part = ?", unit).fetchone()
         new = policy.bump_lscore(row[0] if row else None, when, self.half_life, accesses) if accesses else (
             row[0] if row else policy.NEVER)
         c.execute(
-            "INSERT INTO parts (tbl, part, lscore, last_access, accesses, hits, misses, bytes_cache, bytes_store) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(tbl, part) DO UPDATE SET lscore = excluded.lscore, "
+            "INSERT INTO parts (tbl, idx, part, lscore, last_access, accesses, hits, misses, bytes_cache, bytes_store) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(tbl, idx, part) DO UPDATE SET lscore = excluded.lscore, "
             "last_access = MAX(last_access, excluded.last_access), accesses = accesses + excluded.accesses, "
             "hits = hits + excluded.hits, misses = misses + excluded.misses, "
             "bytes_cache = bytes_cache + excluded.bytes_cache, bytes_store = bytes_store + excluded.bytes_store",
-            (unit[0], unit[1], new, when, accesses, hits, misses, bytes_cache, bytes_store))
+            (unit[0], unit[1], unit[2], new, when, accesses, hits, misses, bytes_cache, bytes_store))
         return new
 
     def _flush_into(self, c, pending: dict) -> None:
@@ -454,9 +478,9 @@ class NvmeCache:
         if access:
             lscore = self._apply_access(c, unit, 1, 0, 1 if miss else 0, 0, size if miss else 0, now)
         else:
-            row = c.execute("SELECT lscore FROM parts WHERE tbl = ? AND part = ?", unit).fetchone()
+            row = c.execute("SELECT lscore FROM parts WHERE tbl = ? AND idx = ? AND part = ?", unit).fetchone()
             lscore = row[0] if row else policy.NEVER
-        prow = c.execute("SELECT pinned FROM parts WHERE tbl = ? AND part = ?", unit).fetchone()
+        prow = c.execute("SELECT pinned FROM parts WHERE tbl = ? AND idx = ? AND part = ?", unit).fetchone()
         pinned = bool(prow and prow[0])
         if c.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone():
             return False, []  # another process published it meanwhile: use our copy once, as a temp file
@@ -470,23 +494,23 @@ class NvmeCache:
             need = max(need, reserve - free)
         if need > 0:
             cur = c.execute(
-                "SELECT e.tbl, e.part, SUM(e.size), MAX(COALESCE(p.lscore, ?)) FROM entries e "
-                "LEFT JOIN parts p ON p.tbl = e.tbl AND p.part = e.part "
-                "WHERE COALESCE(p.pinned, 0) = 0 AND NOT (e.tbl = ? AND e.part = ?) "
-                "GROUP BY e.tbl, e.part ORDER BY MAX(COALESCE(p.lscore, ?)) ASC",
-                (policy.NEVER, unit[0], unit[1], policy.NEVER))
-            units = ((t, p, int(b), ls) for t, p, b, ls in cur if (t, p) not in protect)
+                "SELECT e.tbl, e.idx, e.part, SUM(e.size), MAX(COALESCE(p.lscore, ?)) FROM entries e "
+                "LEFT JOIN parts p ON p.tbl = e.tbl AND p.idx = e.idx AND p.part = e.part "
+                "WHERE COALESCE(p.pinned, 0) = 0 AND NOT (e.tbl = ? AND e.idx = ? AND e.part = ?) "
+                "GROUP BY e.tbl, e.idx, e.part ORDER BY MAX(COALESCE(p.lscore, ?)) ASC",
+                (policy.NEVER, *unit, policy.NEVER))
+            units = ((t, i, p, int(b), ls) for t, i, p, b, ls in cur if (t, i, p) not in protect)
             victims, ok = policy.choose_victims(units, need, lscore, force or pinned)
             if not ok:
                 self.db.bump(c, rejected=1)
                 return False, []
-            for vt, vp, _ in victims:
-                victims_out += self._delete_unit(c, vt, vp)
+            for vt, vi, vp, _ in victims:
+                victims_out += self._delete_unit(c, vt, vi, vp)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.replace(tmp, path)
-        c.execute("INSERT INTO entries (key, file, size, crc, state, tbl, part, kind, admitted_at, owner) "
-                  "VALUES (?, ?, ?, ?, 1, ?, ?, 'data', ?, ?)",
-                  (key, object_relpath(key), size, crc, unit[0], unit[1], now, f"{os.getpid()}"))
+        c.execute("INSERT INTO entries (key, file, size, crc, state, tbl, idx, part, kind, admitted_at, owner) "
+                  "VALUES (?, ?, ?, ?, 1, ?, ?, ?, 'data', ?, ?)",
+                  (key, object_relpath(key), size, crc, *unit, now, f"{os.getpid()}"))
         self.db.bump(c, admitted=1)
         try:
             self._verified[path] = identity(os.stat(path))
@@ -495,14 +519,15 @@ class NvmeCache:
         self._entries[key] = (size, crc)
         return True, victims_out
 
-    def _delete_unit(self, c, tbl: str, part: int | None) -> list[tuple[str, int]]:
-        """Delete the rows and files of one partition (or a whole table when ``part`` is None)."""
+    def _delete_unit(self, c, tbl: str, idx: str | None, part: int | None) -> list[tuple[str, int]]:
+        """Delete the rows and files of one unit (or of a whole table when ``part`` is None)."""
         if part is None:
             rows = c.execute("SELECT key, file, size FROM entries WHERE tbl = ?", (tbl,)).fetchall()
             c.execute("DELETE FROM entries WHERE tbl = ?", (tbl,))
         else:
-            rows = c.execute("SELECT key, file, size FROM entries WHERE tbl = ? AND part = ?", (tbl, part)).fetchall()
-            c.execute("DELETE FROM entries WHERE tbl = ? AND part = ?", (tbl, part))
+            unit = (tbl, idx, part)
+            rows = c.execute("SELECT key, file, size FROM entries WHERE tbl = ? AND idx = ? AND part = ?", unit).fetchall()
+            c.execute("DELETE FROM entries WHERE tbl = ? AND idx = ? AND part = ?", unit)
         out = []
         for key, rel, size in rows:
             path = os.path.join(self.objects_dir, rel)
@@ -521,7 +546,7 @@ class NvmeCache:
         if snap.unassigned:
             by[-1] = list(snap.unassigned)
         if partitions is None:
-            temps = self.partition_stats(tbl)
+            temps = self.partition_stats(tbl, _snapshot_index_id(snap))
             keys = sorted(by, key=lambda p: (-temps.get(p, {}).get("temperature", 0.0), p))
         else:
             keys = []
@@ -557,17 +582,27 @@ class NvmeCache:
     def unpin(self, table=None, partitions=None) -> dict:
         """Let the policy evict ``partitions`` of ``table`` (all pinned ones by default) again."""
         self.flush()
+        units = self._explicit_units(table, partitions) if table is not None and partitions is not None else None
         with self.db.txn() as c:
             if table is None:
                 n = c.execute("UPDATE parts SET pinned = 0 WHERE pinned = 1").rowcount
+            elif units is None:
+                n = c.execute("UPDATE parts SET pinned = 0 WHERE tbl = ? AND pinned = 1",
+                              (self._table_id(table),)).rowcount
             else:
-                tbl = self._table_id(table)
-                if partitions is None:
-                    n = c.execute("UPDATE parts SET pinned = 0 WHERE tbl = ? AND pinned = 1", (tbl,)).rowcount
-                else:
-                    n = sum(c.execute("UPDATE parts SET pinned = 0 WHERE tbl = ? AND part = ? AND pinned = 1",
-                                      (tbl, int(p))).rowcount for p in _as_list(partitions))
+                n = sum(c.execute("UPDATE parts SET pinned = 0 WHERE tbl = ? AND idx = ? AND part = ? AND pinned = 1",
+                                  u).rowcount for u in units)
         return {"partitions": n}
+
+    def _explicit_units(self, table, partitions) -> list[tuple[str, str, int]]:
+        """Return the units of ``partitions`` (numbers of the index in force) of ``table``."""
+        parts = _as_list(partitions)
+        if isinstance(table, str) and ("/" in table or ":" in table):
+            raise InvalidArgumentError("partitions are numbers of a table's current index: pass the Table or its "
+                                       f"name, not the URI {table!r}")
+        tbl = self._table_id(table)
+        idx = self._current_index(table)
+        return [unit_of(tbl, idx, p) for p in parts]
 
     def _warm(self, table, partitions, pin: bool) -> dict:
         t = self._open_table(table)
@@ -581,15 +616,20 @@ class NvmeCache:
             return result
         snap = t.snapshot()
         tbl = t.loc.uri
+        idx = _snapshot_index_id(snap)
         units = self._units_of(snap, partitions, tbl)
         self.flush()
         unit_bytes = {p: sum(f.file_size for f in frs if f.single_file and not f.has_deletions) for p, frs in units}
-        warm_units = {(tbl, p) for p, _ in units}
-        with self.db.txn(write=pin) as c:
-            pinned_set = {(a, b) for a, b in c.execute("SELECT tbl, part FROM parts WHERE pinned = 1")}
-            pinned_bytes = sum(int(nb) for a, b, nb in c.execute(
-                "SELECT e.tbl, e.part, SUM(e.size) FROM entries e JOIN parts p ON p.tbl = e.tbl AND p.part = e.part "
-                "WHERE p.pinned = 1 GROUP BY e.tbl, e.part") if (a, b) not in warm_units)
+        warm_units = {unit_of(tbl, idx, p) for p, _ in units}
+        with self.db.txn() as c:
+            # pins of this table's earlier indexes name clusters that no longer exist: release them
+            result["released_stale_pins"] = c.execute(
+                "UPDATE parts SET pinned = 0 WHERE tbl = ? AND pinned = 1 AND idx NOT IN (?, '')", (tbl, idx)).rowcount
+            pinned_set = {tuple(r) for r in c.execute("SELECT tbl, idx, part FROM parts WHERE pinned = 1")}
+            pinned_bytes = sum(int(nb) for a, i, b, nb in c.execute(
+                "SELECT e.tbl, e.idx, e.part, SUM(e.size) FROM entries e JOIN parts p "
+                "ON p.tbl = e.tbl AND p.idx = e.idx AND p.part = e.part "
+                "WHERE p.pinned = 1 GROUP BY e.tbl, e.idx, e.part") if (a, i, b) not in warm_units)
             if pin:
                 total = pinned_bytes + sum(unit_bytes.values())
                 if total > self.budget:
@@ -598,18 +638,19 @@ class NvmeCache:
                                      "(unpin others, pin fewer partitions or raise cache_bytes)")
                 now = time.time()
                 for p, _ in units:
-                    c.execute("INSERT INTO parts (tbl, part, lscore, last_access, pinned) VALUES (?, ?, ?, ?, 1) "
-                              "ON CONFLICT(tbl, part) DO UPDATE SET pinned = 1", (tbl, p, policy.NEVER, now))
+                    c.execute("INSERT INTO parts (tbl, idx, part, lscore, last_access, pinned) VALUES (?, ?, ?, ?, ?, 1) "
+                              "ON CONFLICT(tbl, idx, part) DO UPDATE SET pinned = 1",
+                              (*unit_of(tbl, idx, p), policy.NEVER, now))
         # plan in order: skip partitions that cannot fit next to what is pinned and what this call warms
         room = self.budget - pinned_bytes
         plan, protect = [], set()
         for p, frs in units:
             nb = unit_bytes[p]
-            if not pin and (tbl, p) not in pinned_set and nb > room:
+            if not pin and unit_of(tbl, idx, p) not in pinned_set and nb > room:
                 result["skipped_partitions"].append(p)
                 continue
             room -= nb
-            protect.add((tbl, p))
+            protect.add(unit_of(tbl, idx, p))
             plan.append((p, frs))
         jobs = []
         for p, frs in plan:
@@ -620,7 +661,7 @@ class NvmeCache:
                     continue
                 result["files"] += 1
                 result["bytes"] += f.file_size
-                jobs.append((f"{t.data_uri}/data/{f.file}", f.file_size, (tbl, p)))
+                jobs.append((f"{t.data_uri}/data/{f.file}", f.file_size, unit_of(tbl, idx, p)))
 
         def one(job):
             return self._warm_one(*job, t.store, protect)
@@ -633,14 +674,14 @@ class NvmeCache:
             elif out == "downloaded":
                 result["files_downloaded"] += 1
                 result["bytes_downloaded"] += size
-            elif unit[1] not in result["skipped_partitions"]:
-                result["skipped_partitions"].append(unit[1])
+            elif unit[2] not in result["skipped_partitions"]:
+                result["skipped_partitions"].append(unit[2])
         # one access per warmed partition
         now = time.time()
         try:
             with self.db.txn() as c:
                 for p, _ in plan:
-                    self._apply_access(c, (tbl, p), 1, 0, 0, 0, 0, now)
+                    self._apply_access(c, unit_of(tbl, idx, p), 1, 0, 0, 0, 0, now)
         except (OSError, sqlite3.Error) as e:
             self._note_error(e)
         io = t.store.counters.snapshot() - before
@@ -676,21 +717,21 @@ class NvmeCache:
         ``table`` is None) and unpin them. Returns the files and bytes removed."""
         self.flush()
         out = []
+        explicit = self._explicit_units(table, partitions) if table is not None and partitions is not None else None
         with self.db.txn() as c:
             if table is None:
-                units = c.execute("SELECT DISTINCT tbl, part FROM entries").fetchall()
+                units = c.execute("SELECT DISTINCT tbl, idx, part FROM entries").fetchall()
                 c.execute("UPDATE parts SET pinned = 0")
-            else:
+            elif explicit is None:
                 tbl = self._table_id(table)
-                if partitions is None:
-                    units = [(tbl, None)]
-                    c.execute("UPDATE parts SET pinned = 0 WHERE tbl = ?", (tbl,))
-                else:
-                    units = [(tbl, int(p)) for p in _as_list(partitions)]
-                    for _, p in units:
-                        c.execute("UPDATE parts SET pinned = 0 WHERE tbl = ? AND part = ?", (tbl, p))
-            for tb, p in units:
-                out += self._delete_unit(c, tb, p)
+                units = [(tbl, None, None)]
+                c.execute("UPDATE parts SET pinned = 0 WHERE tbl = ?", (tbl,))
+            else:
+                units = explicit
+                for u in units:
+                    c.execute("UPDATE parts SET pinned = 0 WHERE tbl = ? AND idx = ? AND part = ?", u)
+            for tb, i, p in units:
+                out += self._delete_unit(c, tb, i, p)
         return {"files": len(out), "bytes": sum(s for _, s in out)}
 
     def clear(self) -> dict:
@@ -744,27 +785,32 @@ class NvmeCache:
         with self.db.read() as c:
             return c.execute("SELECT 1 FROM entries WHERE key = ? AND state = 1", (key,)).fetchone() is not None
 
-    def cached_by_partition(self, tbl: str) -> dict:
-        """Return {partition: {key: size}} of the cached files of the table ``tbl`` (root URI)."""
+    def cached_by_partition(self, tbl: str, index_id: str = "") -> dict:
+        """Return {partition: {key: size}} of the cached files of partitions of index ``index_id`` (and of
+        partition -1) of the table ``tbl`` (root URI)."""
         out: dict[int, dict] = {}
         try:
             with self.db.read() as c:
-                for key, part, size in c.execute("SELECT key, part, size FROM entries WHERE tbl = ? AND state = 1",
-                                                 (tbl,)):
+                for key, part, size in c.execute(
+                        "SELECT key, part, size FROM entries WHERE tbl = ? AND state = 1 AND "
+                        "(idx = ? OR (idx = '' AND part = -1))", (tbl, index_id or "")):
                     out.setdefault(int(part), {})[key] = int(size)
         except (OSError, sqlite3.Error) as e:
             self._note_error(e)
         return out
 
-    def partition_stats(self, tbl: str) -> dict:
-        """Return {partition: {temperature, pinned, accesses, hits, misses, bytes_cache, bytes_store, last_access}}."""
+    def partition_stats(self, tbl: str, index_id: str = "") -> dict:
+        """Return {partition: {temperature, pinned, accesses, hits, misses, bytes_cache, bytes_store, last_access}}
+        of the partitions of index ``index_id`` (and partition -1) of the table ``tbl`` (root URI); units
+        of other indexes of the table are not reported."""
         self.flush()
         now = time.time()
         out = {}
         try:
             with self.db.read() as c:
                 for row in c.execute("SELECT part, lscore, pinned, accesses, hits, misses, bytes_cache, bytes_store, "
-                                     "last_access FROM parts WHERE tbl = ?", (tbl,)):
+                                     "last_access FROM parts WHERE tbl = ? AND (idx = ? OR (idx = '' AND part = -1))",
+                                     (tbl, index_id or "")):
                     part, ls, pinned, acc, hits, misses, bc, bs, last = row
                     out[int(part)] = {"temperature": round(policy.temperature(ls, now, self.half_life), 4),
                                       "pinned": bool(pinned), "accesses": acc, "hits": hits, "misses": misses,
@@ -783,11 +829,12 @@ class NvmeCache:
             with self.db.read() as c:
                 files, used = c.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries WHERE state = 1").fetchone()
                 tables = [{"table": t, "partitions": np_, "files": nf, "bytes": nb} for t, np_, nf, nb in c.execute(
-                    "SELECT tbl, COUNT(DISTINCT part), COUNT(*), SUM(size) FROM entries WHERE state = 1 "
+                    "SELECT tbl, COUNT(DISTINCT idx || '#' || part), COUNT(*), SUM(size) FROM entries WHERE state = 1 "
                     "GROUP BY tbl ORDER BY tbl")]
                 pparts, pbytes = c.execute(
-                    "SELECT COUNT(DISTINCT p.tbl || '#' || p.part), COALESCE(SUM(e.size), 0) FROM parts p "
-                    "LEFT JOIN entries e ON e.tbl = p.tbl AND e.part = p.part WHERE p.pinned = 1").fetchone()
+                    "SELECT COUNT(DISTINCT p.tbl || '#' || p.idx || '#' || p.part), COALESCE(SUM(e.size), 0) FROM parts p "
+                    "LEFT JOIN entries e ON e.tbl = p.tbl AND e.idx = p.idx AND e.part = p.part "
+                    "WHERE p.pinned = 1").fetchone()
                 life = c.execute("SELECT COALESCE(SUM(hits), 0), COALESCE(SUM(misses), 0), COALESCE(SUM(bytes_cache), 0), "
                                  "COALESCE(SUM(bytes_store), 0) FROM parts").fetchone()
                 counters = dict(c.execute("SELECT name, value FROM counters").fetchall())

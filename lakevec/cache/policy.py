@@ -1,5 +1,10 @@
 """Promotion and demotion per IVF partition: a decayed access score, scan-resistant admission, victims.
 
+A unit is one partition of one index of one table, ``(table root URI, index id, partition)``: the next
+index reuses partition numbers for unrelated clusters, so statistics and pins never carry over to it.
+Rows outside any partition (appended after the index, or of an unindexed table) form the pseudo-partition
+``("<table>", "", -1)``.
+
 **Temperature.** Every read of a partition (cached or not) adds 1 to its score, and the score halves
 every ``half_life`` seconds (default one hour): it counts recent accesses, weighing frequency and
 recency in one number. It is stored as ``lscore = log2(score) + t / half_life`` at the time ``t`` of
@@ -43,19 +48,20 @@ def temperature(lscore: float | None, now: float, half_life: float) -> float:
 
 
 def choose_victims(units, need: int, candidate_lscore: float | None, force: bool):
-    """Pick victims among ``units`` (iterable of (tbl, part, bytes, lscore), coldest first).
+    """Pick victims among ``units`` (iterable of (*unit key, bytes, lscore), coldest first; the key is
+    e.g. (table, index id, partition)).
 
-    Return (victims, ok): the units to evict to free ``need`` bytes, and whether admission may go on
-    (enough bytes freed, and - unless ``force`` - every victim colder than the candidate).
+    Return (victims, ok): the units to evict, as (*unit key, bytes), to free ``need`` bytes, and whether
+    admission may go on (enough bytes freed, and - unless ``force`` - every victim colder than the candidate).
     """
     victims = []
     freed = 0
-    for tbl, part, nbytes, lscore in units:
+    for *key, nbytes, lscore in units:
         if freed >= need:
             break
         if not force and candidate_lscore is not None and (lscore if lscore is not None else NEVER) >= candidate_lscore:
             return victims, False
-        victims.append((tbl, part, nbytes))
+        victims.append((*key, nbytes))
         freed += nbytes
     return victims, freed >= need
 

@@ -17,9 +17,10 @@ def table_stats(table, partitions: bool = True) -> dict:
     prices: PriceTable = getattr(cache, "prices", None) or lake.cache_config.prices
     snap = table.snapshot()
     tbl = table.loc.uri
+    index_id = snap.index.index_id if snap.index else ""
     local = table.store.loc.is_local
-    cached = cache.cached_by_partition(tbl) if not local else {}
-    pstats = cache.partition_stats(tbl) if getattr(cache, "enabled", False) else {}
+    cached = cache.cached_by_partition(tbl, index_id) if not local else {}
+    pstats = cache.partition_stats(tbl, index_id) if getattr(cache, "enabled", False) else {}
     cached_keys = {k: s for d in cached.values() for k, s in d.items()}
 
     groups = {p: frs for p, frs in snap.by_partition.items()}

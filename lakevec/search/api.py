@@ -1,4 +1,4 @@
-"""Table.search: validate arguments, pre-filter, run the grouped batch search, shape the result."""
+"""Table.search: validate arguments, check the filter, run the grouped batch search, shape the result."""
 from __future__ import annotations
 
 import time
@@ -8,8 +8,8 @@ import pyarrow as pa
 
 from ..config import ID_COLUMN, PARTITION_COLUMN, SEARCH_IO_THREADS_REMOTE, SEARCH_PREFETCH
 from ..errors import InvalidArgumentError
-from ..store.lance_io import drain_io_stats
 from .executor import batch_search, prepare_queries
+from .filters import FragmentFilter
 from .reader import FragmentReader, take_columns
 
 
@@ -17,28 +17,6 @@ def _check_k(k, name="k"):
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidArgumentError(f"{name} must be a positive integer, got {k!r}")
     return int(k)
-
-
-def filter_mask(ds, flt: str, store):
-    """Return a ``mask_for(frag, table)`` function keeping the rows that match SQL filter ``flt``."""
-    if not isinstance(flt, str) or not flt.strip():
-        raise InvalidArgumentError(f"filter must be a non-empty SQL predicate string, got {flt!r}")
-    try:
-        hits = ds.scanner(filter=flt, columns=[ID_COLUMN], with_row_address=True).to_table()
-    except Exception as e:
-        raise InvalidArgumentError(f"invalid filter {flt!r}: {str(e).splitlines()[0][:300]}") from e
-    drain_io_stats(ds, store.counters)
-    allowed = np.sort(hits.column("_rowaddr").to_numpy().astype(np.uint64))
-
-    def mask_for(frag, tbl):
-        addr = tbl.column("_rowaddr").to_numpy().astype(np.uint64)
-        if len(allowed) == 0:
-            return np.zeros(len(addr), dtype=bool)
-        pos = np.searchsorted(allowed, addr)
-        pos[pos == len(allowed)] = 0
-        return allowed[pos] == addr
-
-    return mask_for, int(len(allowed))
 
 
 def search(table, queries, k: int = 10, nprobe: int | None = None, filter: str | None = None,
@@ -54,14 +32,14 @@ def search(table, queries, k: int = 10, nprobe: int | None = None, filter: str |
     q, single = prepare_queries(queries, meta.dim, meta.metric)
     cols = _check_columns(columns, snap.ds.schema)
     before = table.store.counters.snapshot()
-    mask_for = None
-    if filter is not None:
-        mask_for, _ = filter_mask(snap.ds, filter, table.store)
+    row_filter = None
+    if filter is not None:  # checked now; evaluated on the fragments each round reads
+        row_filter = FragmentFilter(snap.ds, filter, table.store.counters, f"table {table.name!r}")
     probe = nprobe or (snap.index.default_nprobe if snap.index else 0)
     reader = FragmentReader(snap.ds, table.data_uri, table.store, table.lake.cache, table.name,
-                            memory=table.lake.memory_cache)
+                            memory=table.lake.memory_cache, index_id=snap.index.index_id if snap.index else "")
     io_threads = SEARCH_PREFETCH if table.store.loc.is_local else SEARCH_IO_THREADS_REMOTE
-    topk, cands, stats = batch_search(snap, reader, q, k, probe, meta.metric, mask_for, io_threads=io_threads)
+    topk, cands, stats = batch_search(snap, reader, q, k, probe, meta.metric, row_filter, io_threads=io_threads)
     found = topk.ref >= 0
     qidx, rank = np.nonzero(found)
     refs = topk.ref[qidx, rank]

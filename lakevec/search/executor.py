@@ -136,14 +136,21 @@ def prepare_queries(queries, dim: int, metric: str) -> tuple[np.ndarray, bool]:
 
 
 def batch_search(snap: Snapshot, reader: FragmentReader, q: np.ndarray, k: int, nprobe: int, metric: str,
-                 mask_for=None, workers: int = SEARCH_THREADS, io_threads: int = SEARCH_PREFETCH):
-    """Run the grouped search; return (TopK of final distances, Candidates, stats dict)."""
+                 row_filter=None, workers: int = SEARCH_THREADS, io_threads: int = SEARCH_PREFETCH):
+    """Run the grouped search; return (TopK of final distances, Candidates, stats dict).
+
+    ``row_filter`` (a ``filters.FragmentFilter``, or None): every round evaluates it on the fragments that
+    round reads, and only their rows that match are scored (pre-filter); rounds probe further partitions
+    for the queries with fewer than k matches.
+    """
     m = len(q)
     qs = scaled_queries(q, metric)
     cands = Candidates()
     stats = {"partitions_read": 0, "fragments_read": 0, "rows_read": 0, "distances": 0, "rounds": 0}
     states: list[TopK] = []
     lock = threading.Lock()
+
+    mask_for = None  # the filter mask of the current round
 
     def read(v: Visit):
         return reader.read_block(v.fragments, v.key, mask_for)
@@ -159,6 +166,9 @@ def batch_search(snap: Snapshot, reader: FragmentReader, q: np.ndarray, k: int, 
         score_block(block, qs, v.queries, metric, topk, cands.add(block))
 
     def run(visits):
+        nonlocal mask_for
+        if row_filter is not None:
+            mask_for = row_filter.mask_for(f.fragment_id for v in visits for f in v.fragments)
         w, io = workers, io_threads
         if reader.local and sum(f.num_rows for v in visits for f in v.fragments) < INLINE_ROWS:
             w, io = 1, 1  # small job on local disk: thread hand-offs would cost more than they save
@@ -175,7 +185,7 @@ def batch_search(snap: Snapshot, reader: FragmentReader, q: np.ndarray, k: int, 
         # A pre-filter may leave fewer than k rows in the nprobe partitions: probe further for those queries.
         lo, hi = min(nprobe, model.nlist), min(model.nlist, 2 * max(1, nprobe))
         ranked = None
-        while mask_for is not None and lo < model.nlist:
+        while row_filter is not None and lo < model.nlist:
             merged = _merge(states, m, k)
             pending = all_q[merged.found() < k]
             if not len(pending):

@@ -18,9 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import ID_COLUMN, VECTOR_COLUMN
-from ..errors import StorageError
 from ..snapshot import FragmentInfo
-from ..store.lance_io import drain_io_stats
+from ..store.lance_io import scan
 from ..store.objects import ObjectStore, wrap_io_error
 
 
@@ -50,7 +49,7 @@ class FragmentReader:
     """Reads fragments of one dataset version, via the cache when there is one."""
 
     def __init__(self, ds: lance.LanceDataset, data_uri: str, store: ObjectStore, cache=None,
-                 table_key: str = "", memory=None):
+                 table_key: str = "", memory=None, index_id: str = ""):
         self.ds = ds
         self.data_uri = data_uri.rstrip("/")
         self.store = store
@@ -58,6 +57,7 @@ class FragmentReader:
         self.table_key = table_key
         self.local = store.loc.is_local
         self.memory = memory  # search.memcache.BlockCache or None
+        self.index_id = index_id  # the index whose partitions the cache counts reads for ("" = none)
 
     def file_uri(self, frag: FragmentInfo) -> str:
         return f"{self.data_uri}/data/{frag.file}"
@@ -79,32 +79,30 @@ class FragmentReader:
         return tbl
 
     def _read_uncached(self, frag: FragmentInfo, uri: str, cols: list[str], partition: int) -> pa.Table:
-        copy = self._local_copy(uri, frag, partition)
-        if copy is None:  # no local copy possible (e.g. local disk full): let Lance read the object
-            return self._read_lance(frag, cols)
-        path, temp = copy
-        try:
-            tbl = self._read_file(path, cols)
-        except Exception as e:
-            if self.cache is None or temp or self.local:
-                raise wrap_io_error(e, f"reading fragment {frag.fragment_id} ({uri})") from e
-            # A cached copy that cannot be read (deleted or damaged under us) must never be served
-            # again: drop it and read the object from the store.
-            self.cache.invalidate(uri)
-            copy = self._local_copy(uri, frag, partition, use_cache=False)
-            if copy is None:
+        use_cache = True
+        while True:
+            copy = self._local_copy(uri, frag, partition, use_cache=use_cache)
+            if copy is None:  # no local copy possible (e.g. local disk full): let Lance read the object
                 return self._read_lance(frag, cols)
             path, temp = copy
             try:
                 tbl = self._read_file(path, cols)
-            except Exception as e2:
-                raise wrap_io_error(e2, f"reading fragment {frag.fragment_id} ({uri})") from e2
-        finally:
-            if temp:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+                break
+            except Exception as e:
+                if self.cache is None or self.local or not use_cache:
+                    raise wrap_io_error(e, f"reading fragment {frag.fragment_id} ({uri})") from e
+                # The copy came through the cache folder (a cached file, or a download into its tmp/), which
+                # can be deleted or damaged under us: a lost cache makes reads slower, never failing. Drop
+                # the cached copy and read the object from the store into a private temporary file.
+                if not temp:
+                    self.cache.invalidate(uri)
+                use_cache = False
+            finally:
+                if temp:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
         base = np.uint64(frag.fragment_id) << np.uint64(32)
         addr = base + np.arange(tbl.num_rows, dtype=np.uint64)
         return tbl.append_column("_rowaddr", pa.array(addr))
@@ -123,7 +121,7 @@ class FragmentReader:
             return uri, False
         if self.cache is not None and use_cache:
             # (path, is_temp) of a verified copy, or None when the cache cannot be used right now
-            got = self.cache.fetch(uri, frag.file_size, self.store, self.table_key, partition)
+            got = self.cache.fetch(uri, frag.file_size, self.store, self.table_key, partition, self.index_id)
             if got is not None:
                 return got
         try:
@@ -144,13 +142,9 @@ class FragmentReader:
         return tmp, True
 
     def _read_lance(self, frag: FragmentInfo, cols: list[str]) -> pa.Table:
-        try:
-            fr = self.ds.get_fragment(frag.fragment_id)
-            tbl = self.ds.scanner(columns=cols, with_row_address=True, fragments=[fr]).to_table()
-        except Exception as e:
-            raise wrap_io_error(e, f"reading fragment {frag.fragment_id} of {self.data_uri}") from e
-        drain_io_stats(self.ds, self.store.counters)
-        return tbl
+        fr = self.ds.get_fragment(frag.fragment_id)
+        return scan(self.ds, f"reading fragment {frag.fragment_id} of {self.data_uri}", self.store.counters,
+                    columns=cols, with_row_address=True, fragments=[fr])
 
     def read_block(self, frags: list[FragmentInfo], partition: int = -1, mask_for=None) -> Block | None:
         """Read and concatenate fragments into one Block; ``mask_for(frag)`` gives a row mask or None."""
@@ -195,5 +189,5 @@ def take_columns(ds: lance.LanceDataset, rowaddr: np.ndarray, columns: list[str]
     try:
         t = ds._take_rows(uniq.tolist(), columns=columns)
     except Exception as e:
-        raise StorageError(f"fetching columns {columns} from {ds.uri}: {str(e).splitlines()[0][:200]}") from e
+        raise wrap_io_error(e, f"fetching columns {columns} from {ds.uri}") from e
     return t.take(pa.array(inv))

@@ -1,11 +1,17 @@
-"""Open, scan and commit Lance datasets with lakevec's options, turning Lance errors into ours."""
+"""Open, scan and commit Lance datasets with lakevec's options, turning Lance errors into ours.
+
+``scan`` reads a table through Lance's scanner with the same error wrapping (use it for every scan:
+a bare ``to_table()`` raises ArrowInvalid/OSError on a store outage). Every call is bounded: the storage options carry the per-request timeouts of ``store.deadline``, and
+opening a dataset on an object store is also cut at the lake's ``store_timeout`` (``call_with_deadline``).
+"""
 from __future__ import annotations
 
 import lance
 
 from ..errors import CommitConflictError, CredentialsError, InvalidArgumentError, LakevecError, StorageError
 from .accounting import IOCounters
-from .objects import wrap_io_error
+from .deadline import call_with_deadline, resolve_store_timeout
+from .objects import clean_error_text, wrap_io_error
 
 
 _SESSION = None
@@ -24,15 +30,23 @@ def _session():
 
 def open_dataset(uri: str, storage_options: dict | None, version: int | None = None,
                  what: str | None = None) -> lance.LanceDataset:
-    """Open the Lance dataset at ``uri`` (optionally at ``version``)."""
+    """Open the Lance dataset at ``uri`` (optionally at ``version``); on an object store (options given),
+    fail with StorageError once the lake's ``store_timeout`` has passed."""
+    deadline = resolve_store_timeout(storage_options) if storage_options is not None else None
+    label = f"{what} at {uri}" if what else uri
     try:
-        return lance.dataset(uri, version=version, storage_options=storage_options, session=_session())
+        return call_with_deadline(
+            lambda: lance.dataset(uri, version=version, storage_options=storage_options, session=_session()),
+            deadline, f"opening {label}")
+    except LakevecError:
+        raise
     except Exception as e:
-        err = wrap_io_error(e, f"opening {what or uri}")
+        err = wrap_io_error(e, f"opening {label}")
         text = str(e)
         low = text.lower()
         # a store that is unreachable or refuses us says so, whatever the path (which contains "_versions")
-        if isinstance(err, CredentialsError) or "unreachable" in str(err) or "bucket does not exist" in str(err):
+        if isinstance(err, CredentialsError) or any(s in str(err) for s in ("unreachable", "bucket does not exist",
+                                                                             "did not answer")):
             raise err from e
         if version is not None and (f"_versions/{version}.manifest" in text or "version" in low
                                     and "not found" in low and "manifest" in low):
@@ -54,7 +68,7 @@ def commit(uri: str, operation, read_version: int, storage_options: dict | None,
         low = str(e).lower()
         if "conflict" in low or "retryable" in low or "concurrent" in low:
             raise CommitConflictError(f"{what}: a concurrent commit conflicts with this one; nothing was "
-                                      f"committed, retry the job ({str(e).splitlines()[0][:200]})") from e
+                                      f"committed, retry the job ({clean_error_text(e)[:200]})") from e
         raise wrap_io_error(e, what) from e
 
 
@@ -64,3 +78,18 @@ def drain_io_stats(ds: lance.LanceDataset, counters: IOCounters) -> None:
         counters.add_lance_stats(ds.io_stats_incremental())
     except Exception:  # accounting must never break a read
         pass
+
+
+def scan(ds: lance.LanceDataset, what: str, counters: IOCounters | None = None, **scanner_kwargs):
+    """Return ``ds.scanner(**scanner_kwargs).to_table()``; a failure is a lakevec error naming ``what``
+    (e.g. "reading the ids of table 't'"), never a bare ArrowInvalid/OSError. Lance's reads are counted
+    on ``counters``. A store outage fails it within the per-request bounds of ``store.deadline``."""
+    try:
+        return ds.scanner(**scanner_kwargs).to_table()
+    except Exception as e:
+        if "invalid user input" in str(e).lower():
+            raise InvalidArgumentError(f"{what}: {clean_error_text(e).replace('Invalid user input: ', '')}") from e
+        raise wrap_io_error(e, what) from e
+    finally:
+        if counters is not None:
+            drain_io_stats(ds, counters)

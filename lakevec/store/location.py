@@ -7,6 +7,13 @@ from the standard AWS environment variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET
 ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT``, ``AWS_REGION``/``AWS_DEFAULT_REGION``,
 ``AWS_ALLOW_HTTP``). Set ``aws_use_default_chain: "true"`` to let the AWS SDK find credentials
 itself (instance profiles, ~/.aws files).
+
+Deadlines: ``store_timeout`` (seconds; default ``$LAKEVEC_STORE_TIMEOUT`` or 60) bounds every store
+call (see ``store.deadline``); ``lance_options()`` carries the Lance timeouts derived from it, and the
+key itself, so that a worker re-parsing those options honours the same deadline.
+
+Secrets: ``options`` and ``lance_options()`` are ``SecretDict``s (masked repr), the repr of a Location
+shows no secret, and secret values are registered with the ``lakevec`` log filter (``store.secrets``).
 """
 from __future__ import annotations
 
@@ -15,7 +22,10 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from ..config import STORE_TIMEOUT_OPTION
 from ..errors import CredentialsError, InvalidNameError
+from .deadline import Deadline, resolve_store_timeout
+from .secrets import SecretDict, register_secrets
 
 _ENV = {
     "aws_access_key_id": ("AWS_ACCESS_KEY_ID",),
@@ -26,8 +36,6 @@ _ENV = {
     "allow_http": ("AWS_ALLOW_HTTP",),
 }
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-# Timeouts so an unreachable store fails in seconds, not minutes of SDK retries.
-_TIMEOUTS = {"connect_timeout": "5s", "timeout": "60s", "client_max_retries": "3", "client_retry_timeout": "20"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class Location:
     scheme: str  # "s3" | "file"
     bucket: str = ""
     prefix: str = ""  # key prefix inside the bucket, no leading/trailing slash
-    options: dict = field(default_factory=dict)  # resolved Lance-style storage options (s3 only)
+    options: dict = field(default_factory=SecretDict)  # resolved Lance-style storage options (s3 only)
 
     @property
     def is_local(self) -> bool:
@@ -49,6 +57,16 @@ class Location:
         """Return the URI of ``parts`` below this root."""
         tail = "/".join(p.strip("/") for p in parts if p)
         return f"{self.uri}/{tail}" if tail else self.uri
+
+    @property
+    def store_timeout(self) -> float:
+        """Seconds within which a store call fails once the store stops answering."""
+        return resolve_store_timeout(self.options)
+
+    @property
+    def deadline(self) -> Deadline:
+        """The per-client timeout settings derived from ``store_timeout``."""
+        return Deadline(self.store_timeout)
 
     def child(self, *parts: str) -> "Location":
         """Return the Location of a sub-folder, sharing options."""
@@ -66,10 +84,14 @@ class Location:
         """Return the storage_options to pass to Lance (None for local paths)."""
         if self.scheme != "s3":
             return None
-        opts = {k: v for k, v in self.options.items() if k != "aws_use_default_chain"}
-        for k, v in _TIMEOUTS.items():
+        opts = SecretDict((k, v) for k, v in self.options.items() if k != "aws_use_default_chain")
+        for k, v in self.deadline.lance_options().items():
             opts.setdefault(k, v)
         return opts
+
+    def __repr__(self) -> str:
+        extra = f", options={self.options!r}" if self.options else ""
+        return f"Location({self.uri!r}{extra})"
 
 
 def parse_location(uri, storage_options: dict | None = None) -> Location:
@@ -90,13 +112,14 @@ def parse_location(uri, storage_options: dict | None = None) -> Location:
         prefix = path.strip("/")
         if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
             raise InvalidNameError(f"lake URI {uri!r} has an empty, '.' or '..' path segment")
-        opts = _resolve_s3_options(storage_options or {}, uri)
+        opts = SecretDict(_resolve_s3_options(storage_options or {}, uri))
+        register_secrets(opts)
         norm = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         return Location(norm, "s3", bucket, prefix, opts)
     if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
         path = parsed.path if parsed.scheme == "file" else uri
         path = os.path.abspath(os.path.expanduser(path))
-        return Location(path.rstrip("/") or "/", "file", "", "", {})
+        return Location(path.rstrip("/") or "/", "file", "", "", SecretDict())
     raise InvalidNameError(
         f"unsupported lake URI scheme {parsed.scheme!r} in {uri!r}: use a local path or s3://bucket/prefix"
     )
@@ -112,6 +135,8 @@ def _resolve_s3_options(given: dict, uri: str) -> dict:
                     opts[key] = os.environ[name]
                     break
     opts.setdefault("aws_region", "us-east-1")
+    # resolved now (environment included) and kept in the options, so workers get the same deadline
+    opts[STORE_TIMEOUT_OPTION] = f"{resolve_store_timeout(opts):g}"
     endpoint = opts.get("aws_endpoint", "")
     if endpoint.startswith("http://"):
         opts.setdefault("allow_http", "true")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 
 import pyarrow.fs as pafs
@@ -25,12 +26,7 @@ def _make_fs(loc: Location) -> pafs.FileSystem:
     if endpoint:
         scheme = "http" if endpoint.startswith("http://") else "https"
         endpoint = endpoint.split("://", 1)[-1].rstrip("/")
-    kw = dict(
-        region=o.get("aws_region", "us-east-1"),
-        connect_timeout=5,
-        request_timeout=60,
-        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3),
-    )
+    kw = dict(region=o.get("aws_region", "us-east-1"), **loc.deadline.pyarrow_s3_kwargs())
     if o.get("aws_access_key_id"):
         kw.update(access_key=o["aws_access_key_id"], secret_key=o.get("aws_secret_access_key"))
         if o.get("aws_session_token"):
@@ -40,7 +36,21 @@ def _make_fs(loc: Location) -> pafs.FileSystem:
     try:
         return pafs.S3FileSystem(**kw)
     except Exception as e:  # pyarrow raises ArrowInvalid etc. on bad options
-        raise StorageError(f"cannot create an S3 client for {loc.uri}: {e}") from e
+        raise StorageError(f"cannot create an S3 client for {loc.uri}: {clean_error_text(e)}") from e
+
+
+_SERVER_ERROR = re.compile(r"(status( code)?[: ]*|\(|http )5\d\d\b|bad gateway|service unavailable|slowdown|"
+                           r"internalerror|internal server error")
+_RETRY_SETTINGS = re.compile(r"(max_retries|retry_timeout)\s*:\s*\S+")
+_RUST_LOCATION = re.compile(r",?\s*(?:at\s+)?/\S+?\.rs:\d+(?::\d+)?")
+
+
+def clean_error_text(e) -> str:
+    """Return the first line of an exception's text without Rust source locations (``/.../x.rs:12:5``),
+    at most 300 characters: what a lakevec message quotes from a Lance/pyarrow/SDK error."""
+    text = _RUST_LOCATION.sub("", str(e)).strip()
+    line = text.splitlines()[0] if text else (type(e).__name__ if isinstance(e, BaseException) else "")
+    return line[:300]
 
 
 def wrap_io_error(e: BaseException, what: str) -> LakevecError:
@@ -49,24 +59,31 @@ def wrap_io_error(e: BaseException, what: str) -> LakevecError:
         return e
     text = str(e)
     low = text.lower()
+    first = clean_error_text(e)
     # error codes are spelt AccessDenied, ACCESS_DENIED or "access denied" depending on the client
     flat = low.replace("_", "").replace(" ", "")
     if any(s in flat for s in ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch", "forbidden",
                                 "credentials", "invalidaccesskey", "invalidtoken", "expiredtoken",
                                 "httpstatus403", "statuscode:403", "(403)", "code403")):
-        return CredentialsError(f"{what}: the store rejected the credentials ({_first_line(text)})")
-    if any(s in low for s in ("connection refused", "couldn't connect", "could not connect", "timed out",
-                               "timeout", "dns", "failed to connect", "error sending request",
-                               "connect error", "unreachable")):
-        return StorageError(f"{what}: the store is unreachable ({_first_line(text)})")
+        return CredentialsError(f"{what}: the store rejected the credentials ({first})")
+    low = _RETRY_SETTINGS.sub("", low)  # "retry_timeout: 6s" is a setting, not what happened
+    if any(s in low for s in ("connection refused", "couldn't connect", "could not connect", "dns error",
+                               "failed to connect", "connect error", "unreachable", "failed to lookup")):
+        return StorageError(f"{what}: the store is unreachable ({first})")
+    if any(s in low for s in ("timed out", "timeout", "operation too slow", "deadline")):
+        return StorageError(f"{what}: the store did not answer in time ({first})")
+    if any(s in low for s in ("error sending request", "connection reset", "broken pipe", "network_connection",
+                               "connection closed", "dns")):
+        return StorageError(f"{what}: the store is unreachable ({first})")
+    if _SERVER_ERROR.search(low):
+        return StorageError(f"{what}: the store failed to serve the request, a server error ({first})")
     if any(s in low for s in ("nosuchbucket", "bucket does not exist", "the specified bucket")):
-        return StorageError(f"{what}: the bucket does not exist ({_first_line(text)})")
-    return StorageError(f"{what}: {_first_line(text)}")
+        return StorageError(f"{what}: the bucket does not exist ({first})")
+    return StorageError(f"{what}: {first}")
 
 
 def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else text
-    return line[:300]
+    return clean_error_text(text)
 
 
 class ObjectStore:
@@ -112,19 +129,29 @@ class ObjectStore:
         """Copy the object at ``uri`` to ``local_path`` (one streamed GET); return its size."""
         n = 0
         try:
-            with self.fs.open_input_stream(self.loc.fs_path(uri)) as src, open(local_path, "wb") as dst:
+            dst = open(local_path, "wb")
+        except OSError as e:  # the local side: its errno stays reachable as the cause
+            raise StorageError(f"downloading {uri}: cannot write the local file {local_path}: {e}") from e
+        with dst:
+            try:
+                src = self.fs.open_input_stream(self.loc.fs_path(uri))
+            except FileNotFoundError as e:
+                raise StorageError(f"object not found: {uri}") from e
+            except Exception as e:
+                raise wrap_io_error(e, f"downloading {uri}") from e
+            with src:
                 while True:
-                    chunk = src.read(8 << 20)
+                    try:
+                        chunk = src.read(8 << 20)
+                    except Exception as e:  # pyarrow raises OSError, ArrowInvalid...
+                        raise wrap_io_error(e, f"downloading {uri}") from e
                     if not chunk:
                         break
-                    dst.write(chunk)
+                    try:
+                        dst.write(chunk)
+                    except OSError as e:
+                        raise StorageError(f"downloading {uri}: cannot write the local file {local_path}: {e}") from e
                     n += len(chunk)
-        except FileNotFoundError as e:
-            raise StorageError(f"object not found: {uri}") from e
-        except OSError as e:
-            if isinstance(e, FileNotFoundError):
-                raise
-            raise wrap_io_error(e, f"downloading {uri}") from e
         self.counters.add(gets=self._stream_requests(n), bytes_read=n)
         return n
 
@@ -210,6 +237,10 @@ class ObjectStore:
         SeaweedFS), locally a hard link of a fully written temporary file (``link`` fails if the name
         exists). Concurrent callers on one name: exactly one gets True. This is what claims, leases and
         commit records rely on; a read-then-write would be a race.
+
+        A request whose answer was lost (a timeout) is retried; when the retry finds the name taken, the
+        object is read back: holding exactly ``data`` it is this call's own first attempt (True). So give
+        each claimant distinct bytes (an owner token) when two claimants could write identical ones.
         """
         path = self.loc.fs_path(uri)
         if self.loc.is_local:
@@ -241,9 +272,12 @@ class ObjectStore:
             created = True
         except botocore.exceptions.ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            meta = e.response.get("ResponseMetadata", {})
+            status = meta.get("HTTPStatusCode")
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                created = False
+                # After a retry, "exists" may be our own first attempt, which landed although its answer
+                # was lost (a timeout): the object then holds exactly our bytes.
+                created = bool(meta.get("RetryAttempts")) and self._holds(uri, data)
             else:
                 raise wrap_io_error(e, f"creating {uri}") from e
         except Exception as e:
@@ -253,6 +287,15 @@ class ObjectStore:
         if created:
             self.counters.add(bytes_written=len(data))
         return created
+
+    def _holds(self, uri: str, data: bytes) -> bool:
+        """Return True if the object at ``uri`` holds exactly ``data`` (False if it is gone)."""
+        try:
+            return self.read_bytes(uri) == data
+        except StorageError as e:
+            if "object not found" in str(e):
+                return False
+            raise
 
     def put_json_if_absent(self, uri: str, obj) -> bool:
         """``put_if_absent`` of ``obj`` as JSON."""
@@ -265,8 +308,8 @@ class ObjectStore:
             import botocore.config
             import botocore.session
             o = self.loc.options
-            cfg = botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"},
-                                         connect_timeout=5, read_timeout=30, max_pool_connections=32)
+            cfg = botocore.config.Config(s3={"addressing_style": "path"}, max_pool_connections=32,
+                                         **self.loc.deadline.botocore_config_kwargs())
             kw = {}
             if o.get("aws_access_key_id"):
                 kw = dict(aws_access_key_id=o["aws_access_key_id"], aws_secret_access_key=o.get("aws_secret_access_key"),

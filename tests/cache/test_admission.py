@@ -11,6 +11,11 @@ from lakevec.cache.files import new_temp_path
 from lakevec.cache.nvme import NvmeCache
 
 TBL = "s3://bucket/lake/t"
+IDX = "index-1"
+
+
+def unit(part: int) -> tuple[str, str, int]:
+    return (TBL, IDX, part)
 
 
 def key_of(name: str) -> str:
@@ -25,7 +30,7 @@ def admit(cache: NvmeCache, name: str, part: int, size: int) -> bool:
     with open(tmp, "wb") as f:
         f.write(body)
     key = key_of(name)
-    admitted, _ = cache._admit_and_publish(key, (TBL, part), size, zlib.crc32(body), tmp, cache.path_of(key))
+    admitted, _ = cache._admit_and_publish(key, unit(part), size, zlib.crc32(body), tmp, cache.path_of(key))
     if not admitted:
         os.unlink(tmp)
     return admitted
@@ -39,7 +44,7 @@ def test_admission_sees_hits_buffered_by_another_thread(tmp_path, monkeypatch):
     cache = NvmeCache(str(tmp_path / "c"), 100, max_object_fraction=1.0)
     assert admit(cache, "hot", 1, 100)  # the cache is now full
     for _ in range(4):
-        cache._record_hit((TBL, 1), 100)
+        cache._record_hit(unit(1), 100)
     assert cache._pending  # four hits waiting in memory
 
     real_txn = cache.db.txn
@@ -61,19 +66,19 @@ def test_admission_sees_hits_buffered_by_another_thread(tmp_path, monkeypatch):
     assert not a.is_alive()
     # a partition read once must not displace one read five times, whichever reader went first
     assert outcome == {"a": False, "b": False}
-    assert set(cache.cached_by_partition(TBL)) == {1}
+    assert set(cache.cached_by_partition(TBL, IDX)) == {1}
     st = cache.stats()
     assert st["lifetime"]["rejected"] == 2 and st["lifetime"]["evicted_files"] == 0
-    assert cache.partition_stats(TBL)[1]["hits"] == 4
+    assert cache.partition_stats(TBL, IDX)[1]["hits"] == 4
 
 
 def test_a_scanned_partition_is_not_admitted_over_a_hot_one_when_full(tmp_path):
     cache = NvmeCache(str(tmp_path / "c"), 300, max_object_fraction=1.0)
     assert admit(cache, "hot", 1, 200)
     for _ in range(3):
-        cache._record_hit((TBL, 1), 200)
+        cache._record_hit(unit(1), 200)
     assert admit(cache, "scan-1", 2, 100)  # free space: admitted
     assert not admit(cache, "scan-big", 3, 150)  # fits only by evicting the hot partition: rejected
-    assert set(cache.cached_by_partition(TBL)) == {1, 2}
+    assert set(cache.cached_by_partition(TBL, IDX)) == {1, 2}
     assert cache.stats()["used_bytes"] <= 300
 

@@ -43,6 +43,15 @@ def dir_bytes(path) -> int:
     return total
 
 
+def index_of(t) -> str:
+    return t.snapshot().index.index_id
+
+
+def cached_parts(lake, t) -> dict:
+    """{partition: {key: size}} of the cached files of the partitions of ``t``'s index in force."""
+    return lake.cache.cached_by_partition(t.loc.uri, index_of(t))
+
+
 def cached_files(cache) -> list[str]:
     with cache.db.read() as c:
         return [os.path.join(cache.objects_dir, r[0]) for r in c.execute("SELECT file FROM entries")]
@@ -131,17 +140,17 @@ def test_a_large_scan_does_not_flush_the_hot_set(s3_table, tmp_path):
     lake.cache.max_object_fraction = 1.0  # every rejection below is the policy's, not the size cap's
     for _ in range(5):  # the hot set: one miss, then four hits per partition
         s3_table.search(t, hot_q)
-    assert set(lake.cache.cached_by_partition(t.loc.uri)) == hot_parts
+    assert set(cached_parts(lake, t)) == hot_parts
     hot_files = sum(len(files[p]) for p in hot_parts)
     for i in range(2):  # full scans: every partition once
         t.search(s3_table.queries[5 + i], k=10, nprobe=snap.model.nlist)
-        cached = lake.cache.cached_by_partition(t.loc.uri)
+        cached = cached_parts(lake, t)
         assert hot_parts <= set(cached)
         assert set(cached) - hot_parts  # scanned partitions took the free space...
         assert lake.cache.stats()["used_bytes"] <= lake.cache.budget
         life = lake.cache.stats()["lifetime"]
         assert life["rejected"] >= (i + 1) * len(too_big)  # ...but did not push the hot set out
-    parts = lake.cache.partition_stats(t.loc.uri)
+    parts = lake.cache.partition_stats(t.loc.uri, index_of(t))
     # never evicted and read again: every hot file missed once (the first search), then always hit
     assert all(parts[p]["misses"] == len(files[p]) and parts[p]["hits"] == 6 * len(files[p]) for p in hot_parts)
     assert life["admitted"] > hot_files
@@ -161,13 +170,13 @@ def test_a_partition_that_keeps_coming_back_is_promoted(s3_table, tmp_path):
     qa, qb = s3_table.queries[a:a + 1], s3_table.queries[b:b + 1]
     for _ in range(2):
         t.search(qa, k=5, nprobe=1)
-    assert set(lake.cache.cached_by_partition(t.loc.uri)) == {pa_}
+    assert set(cached_parts(lake, t)) == {pa_}
     t.search(qb, k=5, nprobe=1)  # first visit: colder than pa_, not admitted
-    assert set(lake.cache.cached_by_partition(t.loc.uri)) == {pa_}
+    assert set(cached_parts(lake, t)) == {pa_}
     assert lake.cache.stats()["lifetime"]["rejected"] == 1
     for _ in range(2):  # it keeps coming back: now hotter than pa_, promoted, pa_ demoted
         t.search(qb, k=5, nprobe=1)
-    assert set(lake.cache.cached_by_partition(t.loc.uri)) == {pb}
+    assert set(cached_parts(lake, t)) == {pb}
     t.search(qb, k=5, nprobe=1)
     assert t.last_search_stats["io"]["gets"] == 0
 
@@ -188,12 +197,12 @@ def test_warm_pin_evict_clear(s3_table, tmp_path):
     others = [p for p in s3_table.partition_bytes if p not in pinned]
     res = lake.cache.warm("vecs", others)
     assert res["skipped_partitions"]  # they do not all fit
-    assert set(pinned) <= set(lake.cache.cached_by_partition(t.loc.uri))
+    assert set(pinned) <= set(cached_parts(lake, t))
     assert lake.cache.stats()["used_bytes"] <= lake.cache.budget
     with pytest.raises(CacheError, match="budget"):
         lake.cache.pin("vecs")  # the whole table does not fit
     ev = lake.cache.evict("vecs", pinned)
-    assert ev["files"] >= 2 and not set(pinned) & set(lake.cache.cached_by_partition(t.loc.uri))
+    assert ev["files"] >= 2 and not set(pinned) & set(cached_parts(lake, t))
     cl = lake.cache.clear()
     assert cl["files"] > 0 and lake.cache.stats()["files"] == 0 and dir_bytes(lake.cache.objects_dir) == 0
     with pytest.raises(lakevec.LakevecError, match="partition 999"):
