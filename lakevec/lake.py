@@ -38,7 +38,8 @@ class Lake:
     def __init__(self, uri, storage_options: dict | None = None, cache_dir: str | None = None,
                  cache_bytes: int | None = None, create: bool = True, memory_cache_bytes: int | None = None):
         self.loc = parse_location(uri, storage_options)
-        self.storage_options = storage_options
+        from .store.secrets import SecretDict
+        self.storage_options = SecretDict(storage_options) if storage_options is not None else None
         self.store = ObjectStore(self.loc)
         self.lance_options = self.loc.lance_options()
         self.cache_config = CacheConfig(cache_dir, cache_bytes if cache_bytes is not None else CacheConfig.cache_bytes)

@@ -187,7 +187,7 @@ def read(table, columns=None, filter: str | None = None, storage_options: dict |
     import ray.data
 
     from .spark import fragment_groups, read_plan
-    table, lds, cols, schema = read_plan(table, columns, filter, storage_options, version)
+    table, lds, cols, schema, filter = read_plan(table, columns, filter, storage_options, version)
     groups = fragment_groups(lds, task_bytes)
     if not groups:
         return ray.data.from_arrow(schema.empty_table())

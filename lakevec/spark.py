@@ -185,15 +185,10 @@ def read_plan(table, columns=None, filter: str | None = None, storage_options: d
     if unknown:
         raise InvalidArgumentError(f"unknown column(s) {unknown} of table {table.name!r}; columns are {visible}")
     if filter is not None:
-        if not isinstance(filter, str) or not filter.strip():
-            raise InvalidArgumentError(f"filter must be a non-empty SQL predicate string, got {filter!r}")
-        try:
-            ds.scanner(columns=cols, filter=filter).explain_plan()
-        except Exception as e:
-            raise InvalidArgumentError(f"invalid filter {filter!r} for table {table.name!r}: "
-                                       f"{str(e).splitlines()[0][:300]}") from e
+        from .search.filters import check_filter
+        filter = check_filter(filter, ds.schema)  # exactly one expression, checked against the columns
     schema = pa.schema([ds.schema.field(c) for c in cols])
-    return table, ds, cols, schema
+    return table, ds, cols, schema, filter
 
 
 def read(table, columns=None, filter: str | None = None, spark=None, storage_options: dict | None = None,
@@ -202,7 +197,7 @@ def read(table, columns=None, filter: str | None = None, spark=None, storage_opt
     from pyspark.sql import SparkSession
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    table, ds, cols, schema = read_plan(table, columns, filter, storage_options, version)
+    table, ds, cols, schema, filter = read_plan(table, columns, filter, storage_options, version)
     out_schema = _spark_arrow_schema(schema)
     spark_schema = from_arrow_schema(out_schema)
     spark = spark or SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()

@@ -7,7 +7,7 @@ import lance
 import pyarrow as pa
 
 from .config import DATA_DIR, META_DIR, PARTITION_COLUMN
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, StorageError
 from .metadata import TableFiles, TableMeta
 from .snapshot import Snapshot, build_snapshot
 from .state import StateReader, TableState
@@ -28,6 +28,8 @@ class Table:
         self.states = StateReader(lake.store, self.loc)
         self._pinned = version
         self._snap: Snapshot | None = None
+        self._latest = None  # the latest version this object saw (see _open_latest)
+        self._v2_names: bool | None = None
         self._lock = threading.Lock()
         self._last_search_stats = None
 
@@ -38,7 +40,25 @@ class Table:
         return ds
 
     def _open_latest(self) -> lance.LanceDataset:
-        return self._open_version(None)
+        """Return the latest version. With Lance's V2 manifest names (``u64::MAX - version``), "is the version
+        this process saw last still the latest?" is one HEAD of the next version's manifest, instead of
+        listing the versions folder (a page of up to 1,000 names) and reading the manifest again."""
+        ds = self._latest
+        if ds is not None and self._v2_names:
+            try:
+                moved = self.store.head(self._manifest_uri(ds.version + 1))
+            except StorageError as e:
+                raise StorageError(f"opening table {self.name!r} at {self.data_uri}: {e}") from e
+            if not moved:
+                return ds
+        ds = self._open_version(None)
+        if self._v2_names is None:
+            self._v2_names = self.store.head(self._manifest_uri(ds.version))
+        self._latest = ds
+        return ds
+
+    def _manifest_uri(self, version: int) -> str:
+        return f"{self.data_uri}/_versions/{(1 << 64) - 1 - int(version):020d}.manifest"
 
     def _dataset(self) -> lance.LanceDataset:
         return self._open_version(self._pinned)
@@ -128,6 +148,9 @@ class Table:
     def count_rows(self, filter: str | None = None) -> int:
         """Return the number of rows (matching ``filter``, a SQL predicate, if given)."""
         ds = self._dataset()
+        if filter is not None:
+            from .search.filters import check_filter
+            filter = check_filter(filter, ds.schema)
         try:
             return ds.count_rows() if filter is None else ds.count_rows(filter=filter)
         except Exception as e:
@@ -136,8 +159,12 @@ class Table:
     def to_arrow(self, columns=None, filter: str | None = None) -> pa.Table:
         """Return the table's rows as a pyarrow Table (small tables and notebooks)."""
         cols = list(columns) if columns else [n for n in self.schema.names]
+        ds = self._dataset()
+        if filter is not None:
+            from .search.filters import check_filter
+            filter = check_filter(filter, ds.schema)
         try:
-            return self._dataset().to_table(columns=cols, filter=filter)
+            return ds.to_table(columns=cols, filter=filter)
         except Exception as e:
             raise self._read_error(e, f"reading columns {cols} of table {self.name!r}", filter) from e
 

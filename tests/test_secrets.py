@@ -92,3 +92,30 @@ def test_log_lines_show_no_secret(s3_lake, caplog):
     for line in lines + [caplog.text]:
         shows_no_secret(line, secret)
     assert "lakevec" in caplog.text and "aws_secret_access_key" in caplog.text
+
+
+def test_ingest_task_records_and_the_lake_show_no_secret(s3_lake, s3_server):
+    """The planned tasks of a distributed ingestion (what Spark/Ray pickle and log) and the lake's own copy of
+    the options mask the secret, and still work."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lakevec.ingest.convert import resolve_files
+    from lakevec.ingest.distributed import IngestTarget, _source_options, plan_slices
+    from lakevec.ingest.schema import table_spec
+    lake, t, secret = s3_lake
+    src = s3_server.uri("lakevec", f"src-{uuid.uuid4().hex[:8]}/part.parquet")
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": np.arange(100, 110), "vector": pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ones(40, np.float32)), 4)}), buf)
+    lake.store.write_bytes(src, buf.getvalue())
+    files = resolve_files(src, lake.storage_options)
+    opts = _source_options(files, lake.storage_options)
+    target = IngestTarget(t.name, t.loc.uri, t.data_uri, t.lake.lance_options, table_spec(t, t._open_latest()), "append",
+                          "raise")
+    tasks = plan_slices(files, opts, target, 1 << 30)
+    for text in (repr(tasks), str(tasks), repr(lake.storage_options), repr(pickle.loads(pickle.dumps(tasks)))):
+        shows_no_secret(text, secret)
+    assert t.add(src).rows_added == 10  # the masked options still carry the secret to the store

@@ -130,7 +130,7 @@ class CommitResult:
 
 
 def _open_latest(t):
-    return open_dataset(t.data_uri, t.lake.lance_options, what=f"table {t.name!r}")
+    return t._open_latest()
 
 
 def _records_between(t, ds, lo: int, hi: int) -> list[tuple[int, dict]]:

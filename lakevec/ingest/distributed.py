@@ -541,7 +541,7 @@ def _source_options(files: list[FileSource], storage_options: dict | None) -> di
     s3 = [f for f in files if f.uri.startswith(("s3://", "s3a://"))]
     if not s3:
         return storage_options
-    return dict(parse_location(s3[0].uri.replace("s3a://", "s3://"), storage_options).options)
+    return parse_location(s3[0].uri.replace("s3a://", "s3://"), storage_options).options  # a SecretDict
 
 
 def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str = VECTOR_COLUMN,

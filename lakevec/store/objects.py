@@ -102,7 +102,9 @@ class ObjectStore:
         return 1 + max(1, -(-n // (8 << 20)))
 
     def read_bytes(self, uri: str) -> bytes:
-        """Return the whole object at ``uri`` (one GET)."""
+        """Return the whole object at ``uri`` (one GET: on S3 a plain GetObject, no HEAD before it)."""
+        if not self.loc.is_local:
+            return self._s3_get(uri)
         try:
             with self.fs.open_input_stream(self.loc.fs_path(uri)) as f:
                 data = f.read()
@@ -110,7 +112,23 @@ class ObjectStore:
             raise StorageError(f"object not found: {uri}") from e
         except Exception as e:
             raise wrap_io_error(e, f"reading {uri}") from e
-        self.counters.add(gets=self._stream_requests(len(data)), bytes_read=len(data))
+        self.counters.add(gets=1, bytes_read=len(data))
+        return data
+
+    def _s3_get(self, uri: str) -> bytes:
+        import botocore.exceptions
+        bucket, _, key = self.loc.fs_path(uri).partition("/")
+        try:
+            resp = self._s3_client().get_object(Bucket=bucket, Key=key)
+            data = resp["Body"].read()
+        except botocore.exceptions.ClientError as e:
+            self.counters.add(gets=1)
+            if _status(e) == 404:
+                raise StorageError(f"object not found: {uri}") from e
+            raise wrap_io_error(e, f"reading {uri}") from e
+        except Exception as e:
+            raise wrap_io_error(e, f"reading {uri}") from e
+        self.counters.add(gets=1, bytes_read=len(data))
         return data
 
     def read_range(self, uri: str, offset: int, length: int) -> bytes:
@@ -162,6 +180,25 @@ class ObjectStore:
             return json.loads(data)
         except ValueError as e:
             raise StorageError(f"{uri} is not valid JSON: {e}") from e
+
+    def head(self, uri: str) -> bool:
+        """Return True if an object exists at ``uri`` (S3: one HeadObject; folders do not count)."""
+        if self.loc.is_local:
+            return os.path.isfile(uri)
+        import botocore.exceptions
+        bucket, _, key = self.loc.fs_path(uri).partition("/")
+        try:
+            self._s3_client().head_object(Bucket=bucket, Key=key)
+            found = True
+        except botocore.exceptions.ClientError as e:
+            if _status(e) != 404:
+                raise wrap_io_error(e, f"checking {uri}") from e
+            found = False
+        except Exception as e:
+            raise wrap_io_error(e, f"checking {uri}") from e
+        finally:
+            self.counters.add(gets=1)  # HEAD is billed like a GET
+        return found
 
     def exists(self, uri: str) -> bool:
         """Return True if an object (or local folder) exists at ``uri``."""
@@ -218,9 +255,9 @@ class ObjectStore:
                     except OSError:
                         pass
                     raise
-            else:
-                with self.fs.open_output_stream(path) as f:
-                    f.write(data)
+            else:  # one PutObject (pyarrow's output stream would make a 3-request multipart upload)
+                bucket, _, key = path.partition("/")
+                self._s3_client().put_object(Bucket=bucket, Key=key, Body=data)
         except Exception as e:
             raise wrap_io_error(e, f"writing {uri}") from e
         self.counters.add(puts=1, bytes_written=len(data))
@@ -359,6 +396,14 @@ class ObjectStore:
         except Exception as e:
             raise wrap_io_error(e, f"connecting to {self.loc.uri}") from e
         self.counters.add(lists=1)
+
+
+def _status(e) -> int | None:
+    """The HTTP status of a botocore ClientError (404 for a missing key, whatever its error code)."""
+    try:
+        return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def new_id() -> str:

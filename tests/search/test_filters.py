@@ -141,3 +141,15 @@ def test_filtered_search_reads_the_filter_columns_of_probed_partitions_only(lake
     got, gdist = result_matrix(res, 1, 10)
     assert got[0].tolist() == sel[idx[0]].tolist()
     np.testing.assert_allclose(gdist, dist, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", ["id = 1; DELETE FROM t", "id < 10) OR (1 = 1", "id < 10 this is not sql"])
+def test_count_rows_and_to_arrow_refuse_what_search_refuses(lake, bad):
+    import numpy as np
+    t = lake.create_table("cf", dim=4)
+    t.add({"id": np.arange(20), "vector": np.ones((20, 4), np.float32)})
+    with pytest.raises(lakevec.InvalidArgumentError):
+        t.count_rows(filter=bad)
+    with pytest.raises(lakevec.InvalidArgumentError):
+        t.to_arrow(filter=bad)
+    assert t.count_rows(filter="id < 5") == 5 and t.to_arrow(filter="id >= 18").num_rows == 2

@@ -150,7 +150,7 @@ def test_search_fails_within_the_deadline_and_works_after_restart(site):
     site.freeze()
     try:
         err = fails_in_time(lambda: t.search(q, k=10))
-        assert f"table 't' at {site.uri}/t/data.lance" in str(err) and "did not answer within 10 s" in str(err)
+        assert f"table 't' at {site.uri}/t/data.lance" in str(err) and "did not answer" in str(err)
         err = fails_in_time(lambda: pinned.search(q, k=10))
         assert site.uri in str(err) and "data.lance" in str(err), str(err)
     finally:
