@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--num-partitions", type=int, metavar="N",
                    help="IVF partitions (default: about sqrt(rows), at least 40 rows each)")
     p.add_argument("--engine", choices=ENGINES, default="local", help="where the work runs (default: local)")
+    p.add_argument("--seed", type=int, default=1234, metavar="N",
+                   help="random seed of the sample, k-means and calibration (same seed and data: same index; "
+                        "default 1234)")
     common.add_lake_options(p)
     p.set_defaults(func=run)
 
@@ -48,7 +51,7 @@ def run(args) -> dict:
             as step:
         # the build reports its phases (sample, train, assign and write, calibrate, commit) into the step
         meta = common.call_with_progress(table.build_index, step, num_partitions=args.num_partitions,
-                                         engine=args.engine)
+                                         engine=args.engine, seed=args.seed)
     seconds = time.time() - t0
     sizes = list(meta.partition_sizes or [])
     stats = dict(meta.stats or {})
@@ -56,6 +59,7 @@ def run(args) -> dict:
         "table": table.name,
         "lake": lake.uri,
         "index_id": meta.index_id,
+        "seed": args.seed,
         "rows": rows,
         "metric": meta.metric,
         "num_partitions": meta.num_partitions,

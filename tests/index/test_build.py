@@ -318,3 +318,22 @@ def test_index_commit_that_succeeded_but_reported_an_error_keeps_its_files(lake,
     assert ids.tolist() == list(range(400))
     res = t.search(d["vector"][:3], k=1, nprobe=4)
     assert res.column("id").to_pylist() == [0, 1, 2]
+
+
+def test_the_same_seed_builds_the_same_index_and_another_seed_another(tmp_path):
+    """Reproducible builds: same data + same seed -> same centroids, partitions and calibrated nprobe (also
+    through the CLI's --seed)."""
+    import lakevec
+    from lakevec.cli.main import main as cli
+    d = _clustered(2000)
+    metas = []
+    for k, seed in enumerate((7, 7, 8)):
+        lake = lakevec.connect(str(tmp_path / f"l{k}"))
+        t = lake.create_table("t", dim=DIM)
+        t.add(d)
+        assert cli(["--quiet", "index", "t", "--lake", lake.uri, "--num-partitions", "8", "--seed", str(seed)]) == 0
+        m = t.snapshot().index
+        metas.append((m.partition_sizes, m.default_nprobe, t.files.centroids(m.index_id)))
+    assert metas[0][0] == metas[1][0] and metas[0][1] == metas[1][1]
+    np.testing.assert_array_equal(metas[0][2], metas[1][2])
+    assert not np.array_equal(metas[0][2], metas[2][2])
