@@ -252,7 +252,10 @@ def find_txn(t, txn: str, after: int):
 def _lance_commit(t, change: Change, parent: int):
     tx = lance.Transaction(parent, change.operation, uuid=change.txn,
                            transaction_properties={TXN_PROPERTY: change.txn, OP_PROPERTY: change.op})
-    return lance.LanceDataset.commit(t.data_uri, tx, storage_options=t.lake.lance_options, max_retries=0)
+    base = getattr(t, "_latest", None)  # the opened parent: Lance then reuses its manifest instead of re-reading it
+    if base is None or base.version != parent:
+        base = t.data_uri
+    return lance.LanceDataset.commit(base, tx, storage_options=t.lake.lance_options, max_retries=0)
 
 
 def _is_lance_conflict(e: BaseException) -> tuple[bool, bool]:
@@ -338,7 +341,7 @@ def commit(t, change: Change, read_state: TableState, what: str) -> CommitResult
                 raise
             if new is None:
                 raise _mark_not_committed(e)
-        return _finish(t, change, state, new, attempt, what)
+        return _finish(t, change, state, new, attempt, what, rec)
 
 
 def _resolve_uncertain(t, change: Change, parent: int, e: Exception, what: str):
@@ -365,7 +368,7 @@ def _resolve_uncertain(t, change: Change, parent: int, e: Exception, what: str):
     raise err from e
 
 
-def _finish(t, change: Change, state: TableState, new, attempts: int, what: str) -> CommitResult:
+def _finish(t, change: Change, state: TableState, new, attempts: int, what: str, rec: dict) -> CommitResult:
     c = new.version
     gap = c - state.version - 1
     compensated = 0
@@ -383,7 +386,14 @@ def _finish(t, change: Change, state: TableState, new, attempts: int, what: str)
                     e.lakevec_not_committed = False  # type: ignore[attr-defined]
                     raise
             new = _open_latest(t)
-    st = t.states.state_at(new)
+    if gap == 0 and not compensated:  # the state of the new version is the parent's plus this record
+        st = apply_record(state, rec, c)
+        st.checkpoint, st.chain = rec.get("checkpoint"), [tuple(x) for x in rec.get("chain") or ()]
+        t.states.remember(st)
+    else:
+        st = t.states.state_at(new)
+    if hasattr(t, "_latest"):
+        t._latest = new  # the version this writer made is the latest it knows
     return CommitResult(new.version, change.txn, st, attempts, gap, compensated)
 
 

@@ -359,6 +359,14 @@ class ObjectStore:
 
     def delete(self, uri: str) -> None:
         """Delete one object (missing is fine)."""
+        if not self.loc.is_local:  # one DeleteObject (S3 answers 204 for a missing key too)
+            bucket, _, key = self.loc.fs_path(uri).partition("/")
+            try:
+                self._s3_client().delete_object(Bucket=bucket, Key=key)
+            except Exception as e:
+                raise wrap_io_error(e, f"deleting {uri}") from e
+            self.counters.add(deletes=1)
+            return
         try:
             self.fs.delete_file(self.loc.fs_path(uri))
         except FileNotFoundError:
