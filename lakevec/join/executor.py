@@ -83,7 +83,7 @@ def _split_columns(columns, left_columns, right_columns, right_names, left_names
                 raise InvalidArgumentError(f"{what}: {x!r} is not a column you can ask for (ids are always "
                                            "returned as left_id/right_id)")
         return c
-    lc, rc = norm(left_columns, "left_columns"), norm(right_columns, "right_columns")
+    lc, rc = [], []
     for c in norm(columns, "columns"):
         found = False
         if c in right_names:
@@ -95,6 +95,8 @@ def _split_columns(columns, left_columns, right_columns, right_names, left_names
         if not found:
             raise InvalidArgumentError(f"column {c!r} of columns= is in neither side (right columns: "
                                        f"{right_names}; left columns: {left_names})")
+    lc += norm(left_columns, "left_columns")
+    rc += norm(right_columns, "right_columns")
     for c in rc:
         if c not in right_names:
             raise InvalidArgumentError(f"right column {c!r} not found (right columns: {right_names})")
@@ -130,7 +132,7 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
     say = progress or (lambda msg: None)
     k, radius, nprobe, cap, sample_size, forced = _check_args(k, radius, nprobe, max_pairs_per_row, recall_sample,
                                                               plan, dedup)
-    budget = _check_int(memory_budget, "memory_budget", 1 << 20, allow_none=True) or MEMORY_BUDGET
+    budget = _check_int(memory_budget, "memory_budget", 1 << 16, allow_none=True) or MEMORY_BUDGET
     right = open_table_uri(right, storage_options)
     rv = right.version
     rt = right.checkout(rv)

@@ -90,27 +90,53 @@ class HeapTopK:
 
 
 class RangeAcc:
-    """All (query, candidate) pairs whose partial score is within a per-query threshold, at most ``cap``
-    per query (the nearest ones); ``capped`` marks queries that had more."""
+    """All (query, candidate) pairs within the radius, at most ``cap`` per query (the nearest ones);
+    ``capped`` marks queries that had more.
+
+    Candidates are selected on partial scores with a small slack, then their distance is recomputed
+    directly (``|q - x|^2``; ``|q - x|^2 / 2`` for unit vectors under cosine), so identical vectors are at
+    distance exactly 0 and the radius test does not suffer from the cancellation of ``|q|^2 - 2q.x + |x|^2``.
+    Stored distances are final.
+    """
 
     COMPACT_PAIRS = 4_000_000
 
-    def __init__(self, m: int, cap: int, thresholds: np.ndarray):
+    def __init__(self, m: int, cap: int, radius: float, metric: str, q_norms: np.ndarray | None):
         self.m, self.cap = m, cap
-        self.th = thresholds.astype(np.float32)
+        self.radius = np.float32(radius)
+        self.metric = metric
+        self.qn = q_norms
         self.q: list = []
         self.r: list = []
         self.d: list = []
         self.n = 0
         self.capped = np.zeros(m, dtype=bool)
 
-    def add(self, qidx: np.ndarray, scores: np.ndarray, base: int) -> None:
-        rr, cc = np.nonzero(scores <= self.th[qidx][:, None])
+    def add(self, qidx: np.ndarray, scores: np.ndarray, base: int, q: np.ndarray, x: np.ndarray,
+            x_norms: np.ndarray | None) -> None:
+        r = float(self.radius)
+        if self.metric == "l2":
+            qn = self.qn[qidx]
+            th = (r - qn + 1e-4 * (qn + float(x_norms.max()) + 1.0)).astype(np.float32)
+        elif self.metric == "cosine":
+            th = np.full(len(qidx), r - 1.0 + 1e-4, dtype=np.float32)
+        else:
+            th = np.full(len(qidx), r, dtype=np.float32)
+        rr, cc = np.nonzero(scores <= th[:, None])
         if not len(rr):
             return
+        if self.metric == "dot":
+            d = scores[rr, cc].astype(np.float32)
+        else:
+            diff = q[rr] - x[cc]
+            d = np.einsum("ij,ij->i", diff, diff, dtype=np.float32)
+            if self.metric == "cosine":
+                d *= np.float32(0.5)
+            keep = d <= self.radius
+            rr, cc, d = rr[keep], cc[keep], d[keep]
         self.q.append(qidx[rr].astype(np.int64))
         self.r.append(cc.astype(np.int64) + base)
-        self.d.append(scores[rr, cc].astype(np.float32))
+        self.d.append(d)
         self.n += len(rr)
         if self.n > max(self.COMPACT_PAIRS, 2 * self.cap * 64):
             self.compact()

@@ -104,12 +104,6 @@ def _left_columns_from_shards(spec: FinalSpec, refs: np.ndarray) -> pa.Table:
 def attach_columns(rows: pa.Table, spec: FinalSpec, right) -> pa.Table:
     """Append ``left_<c>`` and ``right_<c>`` columns to final rows."""
     from ..search.reader import take_columns
-    if spec.right_columns:
-        from .tasks import right_state
-        ds = right_state(right).snap.ds
-        extra = take_columns(ds, rows.column("_raddr").to_numpy(), list(spec.right_columns))
-        for c in spec.right_columns:
-            rows = rows.append_column(f"right_{c}", extra.column(c))
     if spec.left_columns and spec.left_source != "none":
         refs = rows.column("_ref").to_numpy()
         if spec.left_source == "right":
@@ -121,6 +115,12 @@ def attach_columns(rows: pa.Table, spec: FinalSpec, right) -> pa.Table:
             extra = _left_columns_from_shards(spec, refs)
         for c in spec.left_columns:
             rows = rows.append_column(f"left_{c}", extra.column(c))
+    if spec.right_columns:
+        from .tasks import right_state
+        ds = right_state(right).snap.ds
+        extra = take_columns(ds, rows.column("_raddr").to_numpy(), list(spec.right_columns))
+        for c in spec.right_columns:
+            rows = rows.append_column(f"right_{c}", extra.column(c))
     return rows
 
 

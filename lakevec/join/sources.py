@@ -174,12 +174,17 @@ def vector_matrix(col, dim: int, metric: str, source: str, row0: int = 0) -> np.
         raise ValidationError(f"{source}: vector at row {row0 + bad} holds NaN or Inf",
                               [(row0 + bad, "vector", "NaN or Inf")], source)
     if metric == "cosine":
-        nrm = np.linalg.norm(x, axis=1, keepdims=True)
+        # as ingestion normalises (float64 norms); rows already of unit norm (e.g. read from a cosine table)
+        # are kept bit for bit, so a row joined with itself is at distance exactly 0
+        nrm = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
         if (nrm == 0).any():
             bad = int(np.flatnonzero(nrm[:, 0] == 0)[0])
             raise ValidationError(f"{source}: zero vector at row {row0 + bad} cannot be used with the cosine metric",
                                   [(row0 + bad, "vector", "zero vector")], source)
-        x = x / nrm
+        redo = np.abs(nrm[:, 0] - 1.0) > 1e-6
+        if redo.any():
+            x = x.copy()
+            x[redo] = (x[redo] / nrm[redo]).astype(np.float32)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

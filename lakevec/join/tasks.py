@@ -359,12 +359,10 @@ def score_queries(st: _RightState, q: np.ndarray, visits: list, params: JoinPara
     lock = threading.Lock()
     stats = {"partitions_read": 0, "fragments_read": 0, "rows_read": 0, "distances": 0}
     if params.range_only:
-        r = np.float32(params.radius)
-        th = (r - qn) if metric == "l2" else np.full(m, r - 1.0 if metric == "cosine" else r, dtype=np.float32)
         cap = params.cap + (1 if params.self_join else 0) + 1  # one more than kept: the final step sees overflow
 
         def make():
-            return RangeAcc(m, cap, th)
+            return RangeAcc(m, cap, params.radius, metric, qn)
     else:
         def make():
             return HeapTopK(m, params.kk)
@@ -387,7 +385,11 @@ def score_queries(st: _RightState, q: np.ndarray, visits: list, params: JoinPara
         qidx = np.asarray(v.queries, dtype=np.int64)
         for s in range(0, len(qidx), qb):
             qi = qidx[s:s + qb]
-            state.add(qi, partial_scores(qs[qi], block.vectors, metric, x_norms=xn), base)
+            sc = partial_scores(qs[qi], block.vectors, metric, x_norms=xn)
+            if params.range_only:
+                state.add(qi, sc, base, q[qi], block.vectors, xn)
+            else:
+                state.add(qi, sc, base)
 
     workers = max(1, params.threads)
     io_threads = max(1, params.io_threads)
@@ -421,6 +423,8 @@ def results_of(state, cands: Candidates, qn, metric: str, rows: np.ndarray | Non
     if not len(qi):
         return qi, pa.array([], pa.int64()), np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32)
     ids, addr = cands.resolve(ref)
+    if isinstance(state, RangeAcc):  # range distances are computed exactly already
+        return qi, ids, addr, sc.astype(np.float32)
     dist = _distances(sc, qn[qi] if qn is not None else None, metric)
     return qi, ids, addr, dist
 
