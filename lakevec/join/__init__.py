@@ -58,8 +58,8 @@ def knn_join(left, right, k=10, nprobe=None, radius=None, engine="local", output
 
 
 def dedup(table, threshold, k=10, output=None, **kw):
-    """Duplicate groups of ``table``: connected components of the pairs within ``threshold`` (see dedup.py)."""
-    from .dedup import dedup as _dedup
+    """Duplicate groups of ``table``: connected components of the pairs within ``threshold`` (see groups.py)."""
+    from .groups import dedup as _dedup
     return _dedup(table, threshold, k=k, output=output, **kw)
 
 

@@ -126,7 +126,7 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
              dedup: bool = False, id_column: str = ID_COLUMN, vector_column: str = "vector",
              max_pairs_per_row: int = DEFAULT_CAP, recall_sample: int = 200, plan: str | None = None,
              memory_budget: int | None = None, scratch: str | None = None, storage_options: dict | None = None,
-             seed: int = 0, progress=None) -> JoinResult:
+             seed: int = 0, progress=None, _internal: bool = False) -> JoinResult:
     """Run a join; see ``lakevec.join`` for the arguments and the result."""
     t_start = time.time()
     say = progress or (lambda msg: None)
@@ -291,7 +291,7 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
             _fill_report(report, rows_left, pairs, finalizers, s_res, a_res, snap, part_bytes, k, rec)
             extra_types = _extra_types(rt, left_in, lcols, rcols)
             if out is None:
-                table = _in_memory_result(parts, dedup, id_type, rt.meta.id_type, extra_types)
+                table = _in_memory_result(parts, dedup, id_type, rt.meta.id_type, extra_types, _internal)
                 seconds["collect"] = time.time() - t0
             else:
                 report.output = {"uri": out.uri, "key": key, "parts": len(parts), "skipped": False}
@@ -488,18 +488,22 @@ def _extra_types(rt, left_in: LeftInput, lcols, rcols) -> list:
     return out
 
 
-def _in_memory_result(parts, dedup: bool, left_type: str, right_type: str, extra_types) -> pa.Table:
+def _in_memory_result(parts, dedup: bool, left_type: str, right_type: str, extra_types,
+                      internal: bool = False) -> pa.Table:
     tables = [p.table for p in parts if p.table is not None and p.table.num_rows]
     lt = pa.int64() if left_type == "int64" else pa.string()
     rtp = pa.int64() if right_type == "int64" else pa.string()
     if not tables:
-        return empty_result(lt, rtp, extra_types)
+        t = empty_result(lt, rtp, extra_types)
+        if internal:
+            t = t.append_column("_ref", pa.array([], pa.int64())).append_column("_raddr", pa.array([], pa.uint64()))
+        return t
     t = concat(tables)
     if dedup:
         t = t.sort_by([("left_id", "ascending"), ("right_id", "ascending")])
     else:
         t = t.sort_by([("_ref", "ascending"), ("rank", "ascending")])
-    return t.drop_columns(["_ref", "_raddr"])
+    return t if internal else t.drop_columns(["_ref", "_raddr"])
 
 
 def _fill_report(report: JoinReport, rows_left, pairs, finalizers, s_res, a_res, snap, part_bytes, k, rec) -> None:
