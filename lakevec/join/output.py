@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,7 +143,8 @@ def emit_final(rows: pa.Table | None, spec: FinalSpec, name: str, right) -> Part
     if spec.root is None:
         return PartInfo(None, rows.num_rows, rows.nbytes, rows)
     store = ObjectStore(parse_location(spec.root, spec.storage_options))
-    uri = f"{spec.root.rstrip('/')}/part-{spec.run_id}-{name}.parquet"
+    # unique per attempt: a retried or speculative copy of the task never writes over this file
+    uri = f"{spec.root.rstrip('/')}/part-{spec.run_id}-{name}-{uuid.uuid4().hex[:8]}.parquet"
     path = store.loc.fs_path(uri)
     try:
         if store.loc.is_local:

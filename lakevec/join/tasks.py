@@ -23,6 +23,7 @@ import io
 import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from types import SimpleNamespace
 from dataclasses import dataclass, field
@@ -230,7 +231,7 @@ def assign_rows(batches, shard_index: int, right: RightSpec, scratch: ScratchSpe
     refs = np.concatenate(ref_l) if len(ref_l) > 1 else ref_l[0]
     m = len(x)
     probes = st.snap.model.probe(x, params.nprobe)
-    w = SectionWriter(store, scratch.join("p1", f"t{task_id:06d}.lvs"))
+    w = SectionWriter(store, scratch.join("p1", f"t{task_id:06d}-{uuid.uuid4().hex[:8]}.lvs"))  # per attempt
     try:
         if params.plan == "shuffle":
             pos = pos_of[probes].ravel()
@@ -527,7 +528,7 @@ def emit_pairs(res, pairs: pa.Table | None, p: JoinParams, final, scratch: Scrat
     if not final_rows:
         if pairs is None:
             return
-        _write_buckets(res, store, scratch.join(phase, f"t{task_id:06d}.lvs"), pairs,
+        _write_buckets(res, store, scratch.join(phase, f"t{task_id:06d}-{uuid.uuid4().hex[:8]}.lvs"), pairs,
                        ref_bucket(pairs.column("_ref").to_numpy(), p.merge_groups))
         return
     rows, capped = finalize(pairs, p.k, p.radius, p.cap, p.self_join)
@@ -544,7 +545,7 @@ def emit_pairs(res, pairs: pa.Table | None, p: JoinParams, final, scratch: Scrat
             res.sample_found = rows.filter(pa.array(hit)).select(["_ref", "_raddr", "distance", "rank"])
     if p.dedup:
         if rows is not None:
-            _write_buckets(res, store, scratch.join(phase + "d", f"t{task_id:06d}.lvs"), rows,
+            _write_buckets(res, store, scratch.join(phase + "d", f"t{task_id:06d}-{uuid.uuid4().hex[:8]}.lvs"), rows,
                            pair_bucket(rows, p.dedup_buckets))
         return
     from .output import emit_final
