@@ -111,6 +111,10 @@ def _left_names(left) -> list | None:
         return left.column_names
     if isinstance(left, dict):
         return [str(k) for k in left]
+    from .frames import _frame_schema, frame_kind
+    fk = frame_kind(left)
+    if fk is not None:
+        return _frame_schema(left, fk).names
     try:
         import pandas as pd
         if isinstance(left, pd.DataFrame):
