@@ -307,6 +307,15 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
                 report.output["committed"] = committed
                 table = None
         ok = True
+    except Exception:
+        # a concurrent run with the same key committed (and removed this run's staged parts): not a failure
+        other = out.committed_by_other() if out is not None else None
+        if other is None:
+            raise
+        say(f"output {out.uri} was committed by a concurrent run with key {key}: nothing written")
+        rep = JoinReport(**{**other.get("report", {}), "output": {"uri": out.uri, "key": key, "skipped": True,
+                                                                "parts": len(other.get("parts", []))}})
+        return JoinResult(None, rep, output=out.uri, storage_options=out.storage_options, skipped=True)
     finally:
         try:
             _cleanup(spec)
@@ -320,7 +329,8 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
            "scratch": sstore.counters.snapshot() - drv_before["scratch"]}
     _fill_io(report, task_io, drv, local_engine and left_in.kind not in ("spark", "ray"), rt, spec)
     return JoinResult(table, report, output=None if out is None else out.uri,
-                      storage_options=None if out is None else out.storage_options, skipped=False)
+                      storage_options=None if out is None else out.storage_options,
+                      skipped=bool(report.output.get("skipped", False)))
 
 
 # --------------------------------------------------------------------------------------------------

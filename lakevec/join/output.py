@@ -210,8 +210,15 @@ class ParquetOutput:
     def commit(self, parts: list[PartInfo], rows: int, report: dict) -> tuple[bool, dict]:
         """Create the manifest (the commit point); return (committed by this run, the manifest in force)."""
         staged = [p.uri for p in parts if p.uri]
+        other = self.committed_by_other()
+        if other is not None:  # a concurrent run with this key committed first
+            self.discard()
+            return False, other
         for u in staged:  # never commit a manifest that names a missing part
             if not self.store.exists(u):
+                other = self.committed_by_other()
+                if other is not None:  # ... and removed the staged files of every other run
+                    return False, other
                 raise StorageError(f"join output part {u} is missing before the commit; nothing was committed")
         finals = [self.loc.join(u.rsplit("/", 1)[1]) for u in staged]
         manifest = {"key": self.key, "run_id": self.run_id, "created_at": time.time(), "rows": int(rows),
@@ -228,6 +235,19 @@ class ParquetOutput:
             return False, other
         self.publish(manifest)
         return True, manifest
+
+    def committed_by_other(self) -> dict | None:
+        """The manifest of this key if some run committed it (its publication completed), else None."""
+        try:
+            if not self.store.exists(self.manifest_uri):
+                return None
+            m = self.store.read_json(self.manifest_uri)
+        except StorageError:
+            return None
+        if m.get("key") != self.key:
+            return None
+        self.publish(m)
+        return m
 
     def publish(self, manifest: dict) -> None:
         """Move the staged parts of a committed manifest to the folder, then write _SUCCESS (idempotent)."""
