@@ -103,8 +103,13 @@ def _split_columns(columns, left_columns, right_columns, right_names, left_names
     return tuple(dict.fromkeys(lc)), tuple(dict.fromkeys(rc))
 
 
-def _left_names(left) -> list | None:
+def _left_names(left, storage_options=None) -> list | None:
     """Column names of the left input when cheap to know (None: checked when it is read)."""
+    from ..ingest.convert import is_path_input
+    if is_path_input(left):
+        from ..ingest.convert import _open_parquet, resolve_files
+        files = resolve_files(left, storage_options)
+        return _open_parquet(files[0], storage_options).schema_arrow.names if files else None
     if is_table(left):
         return [n for n in left.schema.names if n != PARTITION_COLUMN]
     if isinstance(left, pa.Table):
@@ -155,7 +160,7 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
     probe = min(nprobe or snap.index.default_nprobe or 1, nlist)
     right_names = [n for n in rt.schema.names if n != PARTITION_COLUMN]
     lcols, rcols = _split_columns(columns, left_columns, right_columns, right_names,
-                                  right_names if self_join else _left_names(left))
+                                  right_names if self_join else _left_names(left, storage_options))
     from ..engines import engine_name, get_engine
     eng = get_engine(engine)
     ename = engine_name(eng)
