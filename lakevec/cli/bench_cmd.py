@@ -14,6 +14,7 @@ BENCHMARKS = {
     "ingest": "Parquet -> lake ingestion throughput per engine",
     "index": "IVF index build time per engine",
     "cache": "NVMe cache: cold vs warm reads, hit ratio, cost",
+    "join": "similarity joins (10k x 1M, WordNet self-join) vs faiss, Lance, brute force, Spark",
 }
 
 
