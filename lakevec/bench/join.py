@@ -11,6 +11,8 @@ Workloads (``--workload``):
 Contenders (``--contenders``, each at lakevec's recall where it has a knob):
 
 * ``lakevec[local|ray|spark]``: ``lakevec.knn_join`` on each engine (Ray with 2 CPUs, Spark local[2]);
+  ``lakevec[local,no-estimate]`` is the local join without its recall estimate (``recall_sample=0``), to show
+  what the estimate costs;
 * ``faiss_bbs``: faiss IndexIVFFlat in RAM (same nlist) with ``faiss.contrib.big_batch_search``, at the
   smallest nprobe reaching lakevec's recall: the in-memory form of the same schedule;
 * ``lance_per_query`` / ``lance_batch``: Lance's IVF_FLAT index, one query per call (a sample, extrapolated) or
@@ -39,7 +41,7 @@ import numpy as np
 from .datasets import default_cache_dir, default_data_dir, exact_knn, load_dataset
 from .measure import PeakRSS, fmt_bytes, recall_at_k, summarize
 
-ALL = ("lakevec[local]", "lakevec[ray]", "lakevec[spark]", "faiss_bbs", "lance_per_query", "lance_batch",
+ALL = ("lakevec[local]", "lakevec[local,no-estimate]", "lakevec[ray]", "lakevec[spark]", "faiss_bbs", "lance_per_query", "lance_batch",
        "brute_force", "spark_nearest", "spark_lsh")
 
 
@@ -136,13 +138,14 @@ def _found(tbl, n_left: int, k: int) -> np.ndarray:
     return out
 
 
-def run_lakevec(w: Workload, args, engine: str, label: str | None = None) -> dict:
+def run_lakevec(w: Workload, args, engine: str, label: str | None = None, recall_sample: int | None = None) -> dict:
     import lakevec
     left = w.left if w.self_join else {"id": np.arange(len(w.left)), "vector": w.left}
+    sample = args.recall_sample if recall_sample is None else recall_sample
     with PeakRSS() as mem:
         c0 = os.times()
         t0 = time.perf_counter()
-        res = lakevec.knn_join(left, w.table, k=args.k, engine=engine, recall_sample=args.recall_sample)
+        res = lakevec.knn_join(left, w.table, k=args.k, engine=engine, recall_sample=sample)
         seconds = time.perf_counter() - t0
         c1 = os.times()
     rep = res.report
@@ -155,6 +158,7 @@ def run_lakevec(w: Workload, args, engine: str, label: str | None = None) -> dic
             "recall_estimate": (rep.recall or {}).get("estimate"), "rows_left": n_left,
             "rows_per_s": n_left / seconds, "rss_peak_bytes": mem.peak, "rss_delta_bytes": mem.delta,
             "cpu_util": ((c1.user - c0.user) + (c1.system - c0.system)) / seconds,
+            "cpu_seconds": (c1.user - c0.user) + (c1.system - c0.system),
             "bytes_read": int(right_io.get("bytes_read", 0) + right_io.get("cache_bytes_read", 0)),
             "scratch_bytes": int(rep.shuffle.get("bytes_written", 0)), "store_bytes_read": io.get("bytes_read"),
             "reads_per_byte": rep.right_bytes.get("reads_per_byte"), "plan": rep.plan, "nprobe": rep.nprobe,
@@ -194,15 +198,20 @@ def run_faiss(w: Workload, args, target: float, peer_cache: dict) -> dict:
     xq = q.copy()
     if w.metric == "cosine":
         faiss.normalize_L2(xq)
-    with PeakRSS() as mem:
+    import contextlib
+    import io
+    with PeakRSS() as mem, contextlib.redirect_stdout(io.StringIO()):  # it prints progress even at verbose=0
+        c0 = os.times()
         t0 = time.perf_counter()
         _, ids = big_batch_search(peer.index, xq, kk, method="knn_function", threaded=1,
                                   computation_threads=args.threads)
         seconds = time.perf_counter() - t0
+        c1 = os.times()
     if w.self_join:
         ids = _drop_self(ids, np.arange(len(ids)), args.k)
     recall = recall_at_k(ids[w.sample], truth, args.k)
     return {"label": "faiss_bbs", "seconds": seconds, "recall": recall, "nprobe": int(nprobe),
+            "cpu_seconds": (c1.user - c0.user) + (c1.system - c0.system),
             "rows_per_s": len(q) / seconds, "rss_peak_bytes": mem.peak, "bytes_read": 0,
             "note": "index in RAM (built outside the timing)"}
 
@@ -489,11 +498,11 @@ def run_workload(name: str, args) -> dict:
     if any(c in want for c in ("lakevec[spark]", "spark_nearest", "spark_lsh")):
         spark = _spark(args)
     for rep in range(args.repeat):  # lakevec first: its RSS is measured before peers load their data
-        for eng in ("local", "ray", "spark"):
-            label = f"lakevec[{eng}]"
+        for eng, label, sample in (("local", "lakevec[local]", None), ("local", "lakevec[local,no-estimate]", 0),
+                                   ("ray", "lakevec[ray]", None), ("spark", "lakevec[spark]", None)):
             if label in want:
                 _log(f"repetition {rep + 1}: {label}")
-                runs.setdefault(label, []).append(run_lakevec(w, args, eng))
+                runs.setdefault(label, []).append(run_lakevec(w, args, eng, label, sample))
                 r = runs[label][-1]
                 _log(f"  {r['seconds']:.2f}s recall {r['recall']:.4f} (estimate {r['recall_estimate']}) "
                      f"plan {r['plan']} rss {fmt_bytes(r['rss_peak_bytes'])}")
@@ -551,14 +560,16 @@ def run_workload(name: str, args) -> dict:
 def format_report(r: dict) -> str:
     lines = [f"== lakevec bench join: {r['workload']} ({r['left_rows']:,} x {r['right_rows']:,}, {r['metric']}, "
              f"k={r['k']}, nlist {r['nlist']}, repeat {r['repeat']}) load {r['machine'].get('loadavg_1_5_15')}"]
-    lines.append(f"{'contender':<20} {'seconds (min..max)':>26} {'rows/s':>10} {'recall':>7} {'nprobe':>6} "
-                 f"{'peak RSS':>10} {'bytes read':>11} {'x local':>8}")
+    lines.append(f"{'contender':<27} {'seconds (min..max)':>26} {'cpu s':>7} {'rows/s':>10} {'recall':>7} "
+                 f"{'nprobe':>6} {'peak RSS':>10} {'bytes read':>11} {'x local':>8}")
     for label, s in r["summary"].items():
         sec = s.get("seconds", {})
         rng = f"{sec.get('median', 0):.2f} ({sec.get('min', 0):.2f}..{sec.get('max', 0):.2f})" if sec else "-"
         ex = " *" if s["_info"].get("extrapolated") else ""
         rps = s.get("rows_per_s", {}).get("median")
-        lines.append(f"{label:<20} {rng + ex:>26} {rps or 0:>10,.0f} {s.get('recall', {}).get('median') or 0:>7.4f} "
+        cpu = s.get("cpu_seconds", {}).get("median")
+        lines.append(f"{label:<27} {rng + ex:>26} {cpu if cpu is not None else '-':>7.7} {rps or 0:>10,.0f} "
+                     f"{s.get('recall', {}).get('median') or 0:>7.4f} "
                      f"{s.get('nprobe', {}).get('median') or '-':>6} {fmt_bytes(s.get('rss_peak_bytes', {}).get('median')):>10} "
                      f"{fmt_bytes(s.get('bytes_read', {}).get('median')):>11} "
                      f"{r['ratios_vs_local'].get(label, '-'):>8}")
