@@ -111,11 +111,20 @@ def test_killed_join_rerun_writes_one_complete_output(local_lake, tmp_path, wher
     assert pads.dataset(dest, format="parquet", exclude_invalid_files=True).to_table().num_rows == want.num_rows
 
 
-def test_concurrent_runs_with_one_key_commit_once(local_lake, tmp_path):
+def test_concurrent_runs_with_one_key_commit_once(local_lake, tmp_path, monkeypatch):
     t = make_table(local_lake, "t", vectors(1500, seed=65), nlist=NLIST)
     left = make_table(local_lake, "left", vectors(300, seed=66), nlist=2)
     dest = str(tmp_path / "pairs")
     results, errors = [], []
+    # all runs reach their commit point together: only the conditional create can decide
+    from lakevec.join import output as out_mod
+    barrier = threading.Barrier(3, timeout=120)
+    real_commit = out_mod.ParquetOutput.commit
+
+    def commit_together(self, *a, **kw):
+        barrier.wait()
+        return real_commit(self, *a, **kw)
+    monkeypatch.setattr(out_mod.ParquetOutput, "commit", commit_together)
 
     def run():
         try:
