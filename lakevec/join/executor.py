@@ -26,6 +26,9 @@ from .tasks import (AssignTask, DedupTask, MergeTask, RightSpec, ScoreTask, regi
                     run_dedup_task, run_merge_task, run_score_task, save_arrays, unregister_right)
 
 MEMORY_BUDGET = int(os.environ.get("LAKEVEC_JOIN_MEMORY_BYTES", 512 << 20))  # left vectors one task holds
+# merge / dedup phases whose inputs are smaller than this run in the driver (a distributed stage costs more
+# than the work); the task functions are the same
+DRIVER_PHASE_BYTES = int(os.environ.get("LAKEVEC_JOIN_DRIVER_PHASE_BYTES", 64 << 20))
 DEFAULT_CAP = 1000
 
 
@@ -276,7 +279,8 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
                            for g in range(params.merge_groups)]
                 m_tasks = [t for t in m_tasks if t.inputs]
                 say(f"merging partial top-k: {len(m_tasks)} task(s)")
-                final_res = eng.map(run_merge_task, m_tasks, name="join: merge") if m_tasks else []
+                final_res = _phase_engine(eng, s_res, output is not None).map(run_merge_task, m_tasks,
+                                                                             name="join: merge") if m_tasks else []
                 task_io += [r.io for r in final_res]
                 seconds["merge"] = time.time() - t0
             finalizers = final_res
@@ -287,7 +291,8 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
                            for b in range(params.dedup_buckets)]
                 d_tasks = [t for t in d_tasks if t.inputs]
                 say(f"de-duplicating unordered pairs: {len(d_tasks)} task(s)")
-                d_res = eng.map(run_dedup_task, d_tasks, name="join: dedup") if d_tasks else []
+                d_res = _phase_engine(eng, final_res, output is not None).map(
+                    run_dedup_task, d_tasks, name="join: dedup") if d_tasks else []
                 task_io += [r.io for r in d_res]
                 final_res = d_res
                 seconds["dedup"] = time.time() - t0
@@ -482,6 +487,16 @@ def _score_tasks(plan, a_res, counts, order, part_rows, part_bytes, rspec, spec,
                                    sample_owner=False, sample_unassigned=bool(sample_uri and i == 0),
                                    unassigned=True, final=None, filter_uri=filter_uri))
     return tasks
+
+
+def _phase_engine(eng, inputs_from: list, to_output: bool):
+    """The engine of a merge/dedup phase: the driver's own (local) one when its inputs are small and its
+    results come back to the driver anyway (no ``output=``)."""
+    from ..engines import engine_name, get_engine
+    if engine_name(eng) == "local" or to_output:
+        return eng
+    total = sum(r.index.bytes for r in inputs_from if r.index is not None)
+    return get_engine("local") if total <= DRIVER_PHASE_BYTES else eng
 
 
 def _inputs_for(results, key: int) -> tuple:

@@ -27,6 +27,40 @@ except Exception:  # pragma: no cover
     _faiss = None
 
 
+class Registry:
+    """Ids and row addresses of the right blocks a task scored; candidate refs are positions in their
+    concatenation (``add`` returns a block's first ref). Resolving is one ``take``, whatever the number of
+    blocks."""
+
+    def __init__(self):
+        import threading
+        self.ids: list = []
+        self.addr: list = []
+        self.n = 0
+        self._lock = threading.Lock()
+        self._cat = None
+
+    def add(self, block) -> int:
+        with self._lock:
+            base = self.n
+            ids = block.ids.combine_chunks() if isinstance(block.ids, pa.ChunkedArray) else block.ids
+            self.ids.append(ids)
+            self.addr.append(np.asarray(block.rowaddr, dtype=np.uint64))
+            self.n += len(block)
+            self._cat = None
+        return base
+
+    def resolve(self, refs: np.ndarray):
+        """(right ids as a pyarrow array, row addresses) of candidate refs."""
+        if self._cat is None:
+            if not self.ids:
+                return pa.array([], pa.int64()), np.zeros(0, dtype=np.uint64)
+            self._cat = (pa.concat_arrays(self.ids) if len(self.ids) > 1 else self.ids[0],
+                         np.concatenate(self.addr) if len(self.addr) > 1 else self.addr[0])
+        ids, addr = self._cat
+        return ids.take(pa.array(refs)), addr[refs]
+
+
 class HeapTopK:
     """Per-query running top-k of partial scores; refs are caller-defined candidate numbers (-1 = empty)."""
 

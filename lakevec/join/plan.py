@@ -159,13 +159,13 @@ def estimate(plan: str, n_left: int, dim: int, nprobe: int, part_bytes: np.ndarr
 
 def task_counts(n_left: int, dim: int, nprobe: int, parallelism: int, budget: int) -> dict:
     """Phase-2 tasks per plan: enough to keep each task's left rows within ``budget`` bytes, and at least one
-    per core on a distributed engine (two for the shuffle plan, whose tasks are cheap to add)."""
+    per core on a distributed engine (one wave: task ranges are balanced by cost)."""
     vb = dim * 4 + 16
     g = max(1, math.ceil(n_left * vb / max(1, budget)))
     s = max(1, math.ceil(n_left * nprobe * vb / max(1, budget)))
     if parallelism > 1:
         g = max(g, parallelism)
-        s = max(s, 2 * parallelism)
+        s = max(s, parallelism)
     return {"grouped": int(g), "shuffle": int(s)}
 
 

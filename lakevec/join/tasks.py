@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from ..search.executor import Candidates, Visit, plan_visits
+from ..search.executor import Visit, plan_visits
 from ..search.kernels import partial_scores, scaled_queries, sq_norms
 from ..search.reader import FragmentReader, vectors_of
 from ..search.schedule import run_pipeline, single_threaded_blas
-from .merge import (HeapTopK, RangeAcc, concat, dedup_pairs, finalize, keep_best, pair_bucket, pairs_table,
-                    ref_bucket)
+from .merge import (HeapTopK, RangeAcc, Registry, concat, dedup_pairs, finalize, keep_best, pair_bucket,
+                    pairs_table, ref_bucket)
 from .plan import JoinParams, priorities
 from .scratch import ScratchSpec, SectionIndex, SectionWriter, read_sections, scratch_store
 from .sources import LeftShard, iter_shard
@@ -351,12 +351,12 @@ def _distances(scores: np.ndarray, qn: np.ndarray | None, metric: str) -> np.nda
 
 
 def score_queries(st: _RightState, q: np.ndarray, visits: list, params: JoinParams, mask_for=None):
-    """Score queries ``q`` on the visits; return (state, Candidates, stats)."""
+    """Score queries ``q`` on the visits; return (state, Registry of the right rows scored, stats, q norms)."""
     metric = params.metric
     m = len(q)
     qs = scaled_queries(q, metric)
     qn = sq_norms(q) if metric == "l2" else None
-    cands = Candidates()
+    cands = Registry()
     lock = threading.Lock()
     stats = {"partitions_read": 0, "fragments_read": 0, "rows_read": 0, "distances": 0}
     if params.range_only:
@@ -404,7 +404,7 @@ def score_queries(st: _RightState, q: np.ndarray, visits: list, params: JoinPara
     return state, cands, stats, qn
 
 
-def results_of(state, cands: Candidates, qn, metric: str, rows: np.ndarray | None = None):
+def results_of(state, cands: Registry, qn, metric: str, rows: np.ndarray | None = None):
     """Return (query index, right ids, right row addresses, distances) of every kept pair (queries ``rows``
     only, when given)."""
     if isinstance(state, RangeAcc):
@@ -454,7 +454,18 @@ def run_score_task(task: ScoreTask) -> ScoreResult:
         r0 += t.num_rows
     left = concat(pieces)
     m = left.num_rows if left is not None else 0
-    x = np.ascontiguousarray(vectors_of(left.column("vector")), dtype=np.float32) if m else \
+    slot = None  # shuffle plan: the copies of a left row (one per probed bucket) share one query slot
+    if m and p.plan == "shuffle":
+        refs_all = left.column("_ref").to_numpy()
+        uniq, first, slot = np.unique(refs_all, return_index=True, return_inverse=True)
+        if len(uniq) < m:
+            left_rows = left.take(pa.array(first))
+        else:
+            slot, left_rows = None, left
+    else:
+        left_rows = left
+    mu = left_rows.num_rows if left_rows is not None else 0
+    x = np.ascontiguousarray(vectors_of(left_rows.column("vector")), dtype=np.float32) if mu else \
         np.zeros((0, p.dim), dtype=np.float32)
     # the recall sample: extra queries at the end, scored on the partitions this task owns
     sample = None
@@ -463,7 +474,7 @@ def run_score_task(task: ScoreTask) -> ScoreResult:
         if not len(sample["refs"]):
             sample = None
     q = x if sample is None else np.concatenate([x, sample["vectors"]])
-    s_idx = np.arange(m, len(q), dtype=np.int64)
+    s_idx = np.arange(mu, len(q), dtype=np.int64)
     visits: list[Visit] = []
     if p.plan == "shuffle":
         for key, a, b in ranges:
@@ -472,7 +483,8 @@ def run_score_task(task: ScoreTask) -> ScoreResult:
             part = int(order[int(key)])
             frags = snap.by_partition.get(part)
             if frags:
-                visits.append(Visit(part, frags, np.arange(a, b, dtype=np.int64)))
+                rows = np.arange(a, b, dtype=np.int64) if slot is None else np.sort(slot[a:b]).astype(np.int64)
+                visits.append(Visit(part, frags, rows))
     elif m:
         probes = left.column("_probes").combine_chunks().values.to_numpy().reshape(m, -1).astype(np.int64)
         visits = plan_visits(SimpleNamespace(by_partition=snap.by_partition, unassigned=[]), probes,
@@ -489,7 +501,7 @@ def run_score_task(task: ScoreTask) -> ScoreResult:
     if snap.unassigned:
         uq = np.zeros(0, dtype=np.int64)
         if task.unassigned or p.plan == "grouped":
-            uq = np.arange(m, dtype=np.int64)
+            uq = np.arange(mu, dtype=np.int64)
         if sample is not None and task.sample_unassigned:
             uq = np.concatenate([uq, s_idx])
         if len(uq):
@@ -500,17 +512,17 @@ def run_score_task(task: ScoreTask) -> ScoreResult:
         mask_for = _allowed_mask(load_arrays(task.scratch, task.filter_uri)["allowed"])
     state, cands, stats, qn = score_queries(st, q, visits, p, mask_for)
     stats["unassigned_reads"] = int(unassigned_read)
-    res = ScoreResult(task.task_id, m, stats=stats,
+    res = ScoreResult(task.task_id, mu, stats=stats,
                       partitions=np.asarray(sorted({v.key for v in visits if v.key >= 0}), dtype=np.int64))
     if sample is not None:
         qi, rid, raddr, dist = results_of(state, cands, qn, p.metric, s_idx)
-        srefs = sample["refs"][qi - m]
+        srefs = sample["refs"][qi - mu]
         res.sample_exact = pa.table({"_ref": pa.array(srefs.astype(np.int64)), "distance": pa.array(dist),
                                      "_raddr": pa.array(raddr)})
-    if m:
-        qi, rid, raddr, dist = results_of(state, cands, qn, p.metric, None if sample is None else np.arange(m))
-        refs = left.column("_ref").to_numpy()
-        lid = left.column("_id").combine_chunks().take(pa.array(qi))
+    if mu:
+        qi, rid, raddr, dist = results_of(state, cands, qn, p.metric, None if sample is None else np.arange(mu))
+        refs = left_rows.column("_ref").to_numpy()
+        lid = left_rows.column("_id").combine_chunks().take(pa.array(qi))
         pairs = pairs_table(refs[qi], lid, rid, dist, raddr) if len(qi) else None
         emit_pairs(res, pairs, p, task.final, task.scratch, task.task_id, "p2", final_rows=p.plan == "grouped",
                    sample_refs=None if task.sample_uri is None else load_arrays(task.scratch, task.sample_uri)["refs"],
