@@ -11,7 +11,7 @@ Workloads (``--workload``):
 Contenders (``--contenders``, each at lakevec's recall where it has a knob):
 
 * ``lakevec[local|ray|spark]``: ``lakevec.knn_join`` on each engine (Ray with 2 CPUs, Spark local[2]);
-  ``lakevec[local,no-estimate]`` is the local join without its recall estimate (``recall_sample=0``), to show
+  ``lakevec[local/no-estimate]`` is the local join without its recall estimate (``recall_sample=0``), to show
   what the estimate costs;
 * ``faiss_bbs``: faiss IndexIVFFlat in RAM (same nlist) with ``faiss.contrib.big_batch_search``, at the
   smallest nprobe reaching lakevec's recall: the in-memory form of the same schedule;
@@ -41,7 +41,7 @@ import numpy as np
 from .datasets import default_cache_dir, default_data_dir, exact_knn, load_dataset
 from .measure import PeakRSS, fmt_bytes, recall_at_k, summarize
 
-ALL = ("lakevec[local]", "lakevec[local,no-estimate]", "lakevec[ray]", "lakevec[spark]", "faiss_bbs", "lance_per_query", "lance_batch",
+ALL = ("lakevec[local]", "lakevec[local/no-estimate]", "lakevec[ray]", "lakevec[spark]", "faiss_bbs", "lance_per_query", "lance_batch",
        "brute_force", "spark_nearest", "spark_lsh")
 
 
@@ -65,15 +65,19 @@ class Workload:
 
 def clustered(args, work: Path) -> Workload:
     from .search import ensure_lake
-    ds = load_dataset("clustered-1m", data_dir=args.data_dir, n_queries=max(10000, args.left_rows),
-                      progress=_log)
+    ds = load_dataset("clustered-1m", data_dir=args.data_dir, n_queries=10000, progress=_log)
     info = ensure_lake(ds, work, args.nlist, False)
     import lakevec
     table = lakevec.connect(info["root"]).open_table("bench")
     m = args.left_rows
-    left = np.ascontiguousarray(ds.queries[:m], dtype=np.float32)
-    sample = np.arange(m)
-    truth = ds.gt_ids[:m, :args.k]
+    if m <= len(ds.queries):
+        left = np.ascontiguousarray(ds.queries[:m], dtype=np.float32)
+    else:  # more queries from the same generator: the first 10,000 are the set's queries (with exact truth)
+        from .datasets import clustered_queries
+        left = np.ascontiguousarray(clustered_queries(m), dtype=np.float32)
+        assert np.array_equal(left[:len(ds.queries)], ds.queries)
+    sample = np.arange(min(m, len(ds.queries)))
+    truth = ds.gt_ids[:len(sample), :args.k]
     return Workload("clustered", "l2", ds.base, left, table, truth, sample, False,
                     table.index_info()["num_partitions"], ds, {"dataset": ds.info(), "build": info})
 
@@ -498,7 +502,7 @@ def run_workload(name: str, args) -> dict:
     if any(c in want for c in ("lakevec[spark]", "spark_nearest", "spark_lsh")):
         spark = _spark(args)
     for rep in range(args.repeat):  # lakevec first: its RSS is measured before peers load their data
-        for eng, label, sample in (("local", "lakevec[local]", None), ("local", "lakevec[local,no-estimate]", 0),
+        for eng, label, sample in (("local", "lakevec[local]", None), ("local", "lakevec[local/no-estimate]", 0),
                                    ("ray", "lakevec[ray]", None), ("spark", "lakevec[spark]", None)):
             if label in want:
                 _log(f"repetition {rep + 1}: {label}")
