@@ -20,7 +20,8 @@ Contenders (``--contenders``, each at lakevec's recall where it has a knob):
 * ``brute_force``: numpy BLAS blocks (a sample, extrapolated);
 * ``spark_nearest`` / ``spark_lsh``: Spark's ``DataFrame.nearestByJoin(mode="approx")`` and MLlib
   ``BucketedRandomProjectionLSH.approxSimilarityJoin`` (tuned over a small grid towards lakevec's recall) on a
-  subset where they finish (``--subset-left`` x ``--subset-right``, default 2,000 x 100,000), compared with
+  subset where they finish (``--subset-left`` x ``--subset-right``, default 1,000 x 20,000: 2,000 x 100,000
+  did not finish nearestByJoin in 20 minutes on the 2-core machine), compared with
   ``lakevec[subset]``, lakevec's local join of the same subset.
 
 Every contender runs ``--repeat`` times; the report gives min / median / max of seconds, recall@10, peak RSS,
@@ -337,6 +338,27 @@ def _frames(spark, sub):
     return left.cache(), right.cache()
 
 
+class _Deadline:
+    """Cancel the Spark jobs of a peer that runs longer than ``seconds`` (its result: did not finish)."""
+
+    def __init__(self, spark, seconds: float):
+        import threading
+        self.spark, self.seconds, self.hit = spark, seconds, False
+        self._timer = threading.Timer(seconds, self._cancel)
+
+    def _cancel(self):
+        self.hit = True
+        self.spark.sparkContext.cancelAllJobs()
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+        return self.hit  # a cancelled job's exception is expected: swallow it
+
+
 def run_spark_nearest(spark, sub, w: Workload, args) -> dict:
     from pyspark.sql import functions as F
     left, right = _frames(spark, sub)
@@ -346,8 +368,13 @@ def run_spark_nearest(spark, sub, w: Workload, args) -> dict:
     else:
         rank, direction = F.vector_l2_distance(F.col("lvec"), F.col("rvec")), "distance"
     t0 = time.perf_counter()
-    rows = left.nearestByJoin(right, rank, args.k, "approx", direction).select("lid", "rid").toArrow()
+    rows = None
+    with _Deadline(spark, args.spark_timeout) as dl:
+        rows = left.nearestByJoin(right, rank, args.k, "approx", direction).select("lid", "rid").toArrow()
     seconds = time.perf_counter() - t0
+    if dl.hit or rows is None:
+        return {"label": "spark_nearest", "seconds": None, "did_not_finish_within_s": args.spark_timeout,
+                "note": "subset; cancelled at the deadline"}
     found = _topk_from_pairs(rows.column("lid").to_numpy(), rows.column("rid").to_numpy(), None,
                              len(sub["left"]), args.k)
     return {"label": "spark_nearest", "seconds": seconds, "recall": recall_at_k(found, sub["truth"], args.k),
@@ -388,8 +415,15 @@ def run_spark_lsh(spark, sub, w: Workload, args, target: float) -> dict:
         win = Window.partitionBy("lid").orderBy("dist")
         top = (joined.select(F.col("datasetA.lid").alias("lid"), F.col("datasetB.rid").alias("rid"), "dist")
                .withColumn("r", F.row_number().over(win)).filter(F.col("r") <= args.k))
-        rows = top.select("lid", "rid", "dist").toArrow()
+        rows = None
+        with _Deadline(spark, args.spark_timeout) as dl:
+            rows = top.select("lid", "rid", "dist").toArrow()
         seconds = time.perf_counter() - t0
+        if dl.hit or rows is None:
+            tried.append({"tables": tables, "bucket_length": round(bucket, 4), "recall": None,
+                          "did_not_finish_within_s": args.spark_timeout})
+            _log(f"spark LSH tables={tables}: did not finish within {args.spark_timeout}s")
+            continue
         found = _topk_from_pairs(rows.column("lid").to_numpy(), rows.column("rid").to_numpy(),
                                  rows.column("dist").to_numpy(), len(sub["left"]), args.k)
         rec = recall_at_k(found, sub["truth"], args.k)
@@ -400,6 +434,8 @@ def run_spark_lsh(spark, sub, w: Workload, args, target: float) -> dict:
                     "settings": tried[-1]}
         if rec >= target:
             break
+    if best is None:
+        return {"label": "spark_lsh", "seconds": None, "grid": tried, "note": "no setting finished"}
     best["grid"] = tried
     best["note"] = f"subset, threshold {threshold:.3f} (98th percentile of the true 10th distance)"
     return best
@@ -527,7 +563,7 @@ def run_workload(name: str, args) -> dict:
     if spark is not None and any(c in want for c in ("spark_nearest", "spark_lsh")) and args.subset_left:
         sub = subset(w, args, work)
         sub_target = None
-        for rep in range(args.repeat):
+        for rep in range(args.spark_repeat):
             runs.setdefault("lakevec[subset]", []).append(run_lakevec_subset(sub, args))
             sub_target = runs["lakevec[subset]"][-1]["recall"]
             if "spark_nearest" in want:
@@ -599,6 +635,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--k", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--lsh-repeat", type=int, default=1, help="repetitions of the (slow) Spark LSH grid")
+    p.add_argument("--spark-repeat", type=int, default=1, help="repetitions of the Spark peers on the subset")
+    p.add_argument("--spark-timeout", type=float, default=900, help="seconds before a Spark peer is cancelled")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--recall-sample", type=int, default=200, help="lakevec's recall estimate sample")
@@ -606,8 +644,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lance-queries", type=int, default=300, help="queries measured for Lance per query")
     p.add_argument("--lance-batch-queries", type=int, default=2000, help="queries of Lance's measured 2-D batch")
     p.add_argument("--brute-queries", type=int, default=500)
-    p.add_argument("--subset-left", type=int, default=2000)
-    p.add_argument("--subset-right", type=int, default=100000)
+    p.add_argument("--subset-left", type=int, default=1000, help="left rows of the Spark peers' subset")
+    p.add_argument("--subset-right", type=int, default=20000, help="right rows of the Spark peers' subset")
     p.add_argument("--dedup-threshold", type=float, default=1e-5, help="WordNet dedup threshold (cosine distance)")
     p.add_argument("--no-groups", dest="groups", action="store_false")
     p.add_argument("--data-dir", default=None)
