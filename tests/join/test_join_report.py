@@ -42,7 +42,8 @@ def test_report_fields_and_read_counts(local_lake):
     assert rs.shuffle["left_rows_written"] == 300 * 3 and rs.tasks["merge"] >= 1
     assert rs.partitions["max_reads_per_partition"] == 1
     # several grouped blocks read a partition once per block that probes it, and say so
-    rm = lakevec.knn_join(left, t, k=5, nprobe=3, plan="grouped", memory_budget=1 << 16, recall_sample=0).report
+    big = {"id": np.arange(3000), "vector": vectors(3000, seed=85, clusters=8)}
+    rm = lakevec.knn_join(big, t, k=5, nprobe=3, plan="grouped", memory_budget=1 << 16, recall_sample=0).report
     assert rm.tasks["score"] > 1
     assert rm.partitions["reads"] > rm.partitions["read"] and rm.right_bytes["reads_per_byte"] > 1.0
     assert sum(int(k) * v for k, v in rm.right_bytes["bytes_by_times_read"].items()) == rm.right_bytes["read"]
