@@ -115,8 +115,11 @@ def _left_names(left, storage_options=None) -> list | None:
         return _open_parquet(files[0], storage_options).schema_arrow.names if files else None
     if is_table(left):
         return [n for n in left.schema.names if n != PARTITION_COLUMN]
-    if isinstance(left, pa.Table):
-        return left.column_names
+    if isinstance(left, (pa.Table, pa.RecordBatch)):
+        return left.schema.names
+    import pyarrow.dataset as pads
+    if isinstance(left, (pa.RecordBatchReader, pads.Dataset)):
+        return left.schema.names
     if isinstance(left, dict):
         return [str(k) for k in left]
     from .frames import _frame_schema, frame_kind
