@@ -16,7 +16,7 @@ from ..config import (ID_COLUMN, PARTITION_COLUMN, SEARCH_IO_THREADS_REMOTE, SEA
                       PriceTable)
 from ..errors import IndexError_, InvalidArgumentError, LakevecError, SchemaError
 from .merge import concat
-from .output import FinalSpec, ParquetOutput, default_key
+from .output import FinalSpec, default_key, make_output
 from .plan import PLANS, JoinParams, choose_plan, estimate, group_ranges, locality_order, task_counts
 from .report import JoinReport, empty_result, io_dict, recall_estimate
 from .result import JoinResult
@@ -180,8 +180,8 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
     if output is not None:
         key = idempotency_key or default_key(_key_parts(left_in, rt, rv, k, radius, probe, cap, dedup, left_filter,
                                                         right_filter, lcols, rcols, metric))
-        out = ParquetOutput(output, storage_options if storage_options is not None else rt.lake.storage_options,
-                            key, run_id)
+        out = make_output(output, storage_options if storage_options is not None else rt.lake.storage_options,
+                          key, run_id)
         done = out.existing()
         if done is not None:
             say(f"output {out.uri} already holds this join (key {key}): nothing to do")

@@ -80,12 +80,12 @@ def dedup(table, threshold, k: int = 10, output=None, *, columns=None, engine="l
     cols = [columns] if isinstance(columns, str) else list(columns or [])
     out = None
     if output is not None:
-        from .output import ParquetOutput, default_key
+        from .output import default_key, make_output
         from .scratch import new_job_id
         rv = table.version
         key = idempotency_key or default_key({"dedup": table.data_uri, "version": rv, "threshold": float(threshold),
                                               "k": k, "nprobe": nprobe, "cap": max_pairs_per_row, "columns": cols})
-        out = ParquetOutput(output, storage_options if storage_options is not None else table.lake.storage_options,
+        out = make_output(output, storage_options if storage_options is not None else table.lake.storage_options,
                             key, new_job_id())
         done = out.existing()
         if done is not None:

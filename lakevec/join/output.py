@@ -173,7 +173,7 @@ class ParquetOutput:
     def __init__(self, uri: str, storage_options: dict | None, key: str, run_id: str):
         if not isinstance(uri, (str, os.PathLike)) or not str(uri).strip():
             raise InvalidArgumentError(f"output must be a folder path or s3:// URI, got {uri!r}")
-        uri = os.fspath(uri)
+        uri = os.fspath(uri).rstrip("/")
         if uri.endswith(".parquet"):
             raise InvalidArgumentError(f"output={uri!r}: give a folder (the join writes several Parquet parts "
                                        f"and a manifest there), e.g. {uri[:-8]!r}")
@@ -274,14 +274,80 @@ class ParquetOutput:
             pass
 
 
+class LanceOutput(ParquetOutput):
+    """``output="<...>.lance"``: the same commit point (the manifest, created with If-None-Match, next to the
+    dataset's own folders), then publication creates the Lance dataset from the staged parts with one
+    ``mode="create"`` write (atomic: its first version appears at the end; a concurrent or repeated
+    publication finds it and stops). Readers open it with ``lance.dataset(uri)`` or ``read_output``."""
+
+    LANCE_DIRS = ("data", "_versions", "_transactions", "_indices", "_deletions", "_refs")
+
+    def existing(self) -> dict | None:
+        if not self.store.exists(self.manifest_uri):
+            found = [i.base_name for i in self.store.list(self.uri) if i.base_name in self.LANCE_DIRS]
+            if found:
+                raise InvalidArgumentError(f"output {self.uri} is already a Lance dataset not written by this join; "
+                                           "write to a new path")
+        return super().existing()
+
+    def publish(self, manifest: dict) -> None:
+        if self.store.exists(self.loc.join(SUCCESS)):
+            return
+        import lance
+        import pyarrow.dataset as pads
+        opts = self.loc.lance_options()
+        try:
+            lance.dataset(self.uri, storage_options=opts)
+            exists = True
+        except Exception:
+            exists = False
+        if not exists:
+            staged = [self.loc.fs_path(u) for u in manifest.get("staged", [])]
+            try:
+                if staged:
+                    data = pads.dataset(staged, filesystem=self.store.fs, format="parquet")
+                    lance.write_dataset(data.scanner().to_reader(), self.uri, mode="create", storage_options=opts)
+                else:
+                    lance.write_dataset(pa.table({"left_id": pa.array([], pa.int64()),
+                                                  "right_id": pa.array([], pa.int64()),
+                                                  "distance": pa.array([], pa.float32()),
+                                                  "rank": pa.array([], pa.int32())}), self.uri, mode="create",
+                                        storage_options=opts)
+            except Exception as e:
+                try:  # a concurrent publication of the same manifest won the create
+                    lance.dataset(self.uri, storage_options=opts)
+                except Exception:
+                    raise wrap_io_error(e, f"publishing join output {self.uri} as a Lance dataset") from e
+        self.store.write_bytes(self.loc.join(SUCCESS), b"")
+        try:
+            self.store.delete_tree(self.loc.join(STAGING))
+        except Exception:
+            pass
+
+
+def make_output(uri, storage_options, key: str, run_id: str) -> ParquetOutput:
+    """The output protocol for ``uri``: a Lance dataset when it ends with ``.lance``, else a Parquet folder."""
+    cls = LanceOutput if isinstance(uri, (str, os.PathLike)) and os.fspath(uri).rstrip("/").endswith(".lance") \
+        else ParquetOutput
+    return cls(uri, storage_options, key, run_id)
+
+
 def read_output(uri: str, storage_options: dict | None = None) -> pa.Table:
-    """Return the committed result of a join written to the Parquet folder ``uri`` (its manifest's parts)."""
+    """Return the committed result of a join written to ``uri`` (a Parquet folder: its manifest's parts; a
+    ``.lance`` dataset: its rows)."""
     loc = parse_location(uri, storage_options)
     store = ObjectStore(loc)
     m_uri = loc.join(MANIFEST)
     if not store.exists(m_uri):
         raise StorageError(f"no committed join result at {loc.uri} (missing {MANIFEST})")
     m = store.read_json(m_uri)
+    if loc.uri.endswith(".lance"):
+        import lance
+        LanceOutput(loc.uri, storage_options, m.get("key"), m.get("run_id", "")).publish(m)
+        try:
+            return lance.dataset(loc.uri, storage_options=loc.lance_options()).to_table()
+        except Exception as e:
+            raise wrap_io_error(e, f"reading join output {loc.uri}") from e
     tables = []
     for name in m.get("parts", []):
         final = loc.join(name)

@@ -182,3 +182,26 @@ def test_join_during_concurrent_appends_reads_one_version(local_lake, request, e
         assert pair_set(res) == pair_set(pinned)  # one version, throughout
     latest = lakevec.knn_join(left, local_lake.open_table("t"), k=3, nprobe=NLIST)
     assert any(r >= 100_000 for r in latest.column("right_id").to_pylist())  # the appends do change results
+
+
+def test_lance_dataset_output_written_once(storage, lake):
+    import lance
+    t = make_table(lake, "t", vectors(800, seed=69), nlist=NLIST)
+    left = make_table(lake, "left", vectors(100, seed=70), nlist=2)
+    want = lakevec.knn_join(left, t, k=3, nprobe=3)
+    dest = storage.uri + "-pairs.lance"
+    res = lakevec.knn_join(left, t, k=3, nprobe=3, output=dest)
+    assert not res.skipped
+    ds = lance.dataset(dest, storage_options=lake.loc.lance_options())
+    assert ds.count_rows() == 300 and ds.version == 1  # one commit
+    assert pair_set(ds.to_table()) == pair_set(want) == pair_set(read_output(dest, storage.storage_options))
+    again = lakevec.knn_join(left, t, k=3, nprobe=3, output=dest)
+    assert again.skipped
+    assert lance.dataset(dest, storage_options=lake.loc.lance_options()).version == 1  # nothing committed
+    with pytest.raises(lakevec.InvalidArgumentError, match="another join"):
+        lakevec.knn_join(left, t, k=2, nprobe=3, output=dest)
+    # an existing Lance dataset that is not a join output is never overwritten
+    other = storage.uri + "-other.lance"
+    lance.write_dataset(want.table, other, storage_options=lake.loc.lance_options())
+    with pytest.raises(lakevec.InvalidArgumentError, match="already a Lance dataset"):
+        lakevec.knn_join(left, t, k=3, nprobe=3, output=other)
