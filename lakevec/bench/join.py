@@ -73,12 +73,19 @@ def clustered(args, work: Path) -> Workload:
     m = args.left_rows
     if m <= len(ds.queries):
         left = np.ascontiguousarray(ds.queries[:m], dtype=np.float32)
-    else:  # more queries from the same generator: the first 10,000 are the set's queries (with exact truth)
+        sample = np.arange(m)
+        truth = ds.gt_ids[:m, :args.k]
+    else:  # more queries from the same distribution (RSS runs); exact truth for the first --truth-rows
         from .datasets import clustered_queries
         left = np.ascontiguousarray(clustered_queries(m), dtype=np.float32)
-        assert np.array_equal(left[:len(ds.queries)], ds.queries)
-    sample = np.arange(min(m, len(ds.queries)))
-    truth = ds.gt_ids[:len(sample), :args.k]
+        sample = np.arange(min(m, args.truth_rows))
+        cache = work / f"clustered-truth-{m}-{len(sample)}-k{args.k}.npy"
+        if cache.exists():
+            truth = np.load(cache)
+        else:
+            _log(f"exact top-{args.k} of {len(sample):,} of the {m:,} left rows")
+            truth, _ = exact_knn(ds.iter_chunks(), left[sample], args.k, "l2")
+            np.save(cache, truth)
     return Workload("clustered", "l2", ds.base, left, table, truth, sample, False,
                     table.index_info()["num_partitions"], ds, {"dataset": ds.info(), "build": info})
 

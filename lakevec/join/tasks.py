@@ -201,6 +201,16 @@ def _id_type(ids: pa.Array) -> str:
     return "int64" if pa.types.is_integer(ids.type) else "string"
 
 
+PROBE_CHUNK = 8192  # rows probed per GEMM against the centroids (bounds the (rows x nlist) score matrix)
+
+
+def probe_rows(model, x: np.ndarray, nprobe: int) -> np.ndarray:
+    """The ``nprobe`` nearest partitions of every row, in chunks (memory: PROBE_CHUNK x nlist scores)."""
+    if len(x) <= PROBE_CHUNK:
+        return model.probe(x, nprobe)
+    return np.concatenate([model.probe(x[s:s + PROBE_CHUNK], nprobe) for s in range(0, len(x), PROBE_CHUNK)])
+
+
 def assign_rows(batches, shard_index: int, right: RightSpec, scratch: ScratchSpec, params: JoinParams,
                 plan_uri: str, has_unassigned: bool, task_id: int) -> AssignResult:
     """Phase 1 on an iterable of LeftBatches (a shard, or a Spark/Ray partition)."""
@@ -230,7 +240,7 @@ def assign_rows(batches, shard_index: int, right: RightSpec, scratch: ScratchSpe
     x = np.concatenate(x_l) if len(x_l) > 1 else x_l[0]
     refs = np.concatenate(ref_l) if len(ref_l) > 1 else ref_l[0]
     m = len(x)
-    probes = st.snap.model.probe(x, params.nprobe)
+    probes = probe_rows(st.snap.model, x, params.nprobe)
     w = SectionWriter(store, scratch.join("p1", f"t{task_id:06d}-{uuid.uuid4().hex[:8]}.lvs"))  # per attempt
     try:
         if params.plan == "shuffle":
