@@ -197,3 +197,15 @@ def read(table, columns=None, filter: str | None = None, storage_options: dict |
     src = _datasource(table.data_uri, table.lake.lance_options, lds.version, tuple(cols), filter, groups, sizes,
                       schema)
     return ray.data.read_datasource(src, override_num_blocks=len(groups))
+
+
+# --------------------------------------------------------------------------------------------------
+# similarity join (lakevec.join)
+# --------------------------------------------------------------------------------------------------
+
+def knn_join(ds, table, k=10, engine="ray", **kw):
+    """The k nearest rows of ``table`` for each row of the Ray Dataset ``ds`` (id and vector columns), as a
+    Ray Dataset (``left_id, right_id, distance, rank``, ...) with the join's report as ``.report``. Keyword
+    arguments are those of ``lakevec.knn_join``. See ``lakevec.join.frames``."""
+    from .join.frames import ray_knn_join
+    return ray_knn_join(ds, table, k=k, engine=engine, **kw)

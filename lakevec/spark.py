@@ -209,3 +209,16 @@ def read(table, columns=None, filter: str | None = None, spark=None, storage_opt
     plan = spark.createDataFrame(rdd, "gid long, frags array<long>")
     reader = _FragmentReader(table.data_uri, table.lake.lance_options, ds.version, tuple(cols), filter, out_schema)
     return plan.mapInArrow(reader, spark_schema)
+
+
+# --------------------------------------------------------------------------------------------------
+# similarity join (lakevec.join)
+# --------------------------------------------------------------------------------------------------
+
+def knn_join(df, table, k=10, spark=None, engine="spark", **kw):
+    """The k nearest rows of ``table`` for each row of the Spark DataFrame ``df`` (id and vector columns),
+    as a Spark DataFrame (``left_id, right_id, distance, rank``, ...) with the join's report as ``.report``.
+    Keyword arguments are those of ``lakevec.knn_join`` (``output=`` makes the DataFrame read the committed
+    Parquet parts). See ``lakevec.join.frames``."""
+    from .join.frames import spark_knn_join
+    return spark_knn_join(df, table, k=k, spark=spark, engine=engine, **kw)
