@@ -1,4 +1,4 @@
-"""``lakevec bench {search,ingest,index,cache} [ARGS...]``: run a benchmark of ``lakevec.bench``.
+"""``lakevec bench {search,ingest,index,cache,scale,join} [ARGS...]``: run a benchmark of ``lakevec.bench``.
 
 Everything after the benchmark name is passed unchanged to ``lakevec.bench.<name>.main(argv)``, which
 prints its own report; ``lakevec bench search --help`` shows the benchmark's options. The exit code is

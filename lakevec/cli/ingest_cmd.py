@@ -46,10 +46,10 @@ def register(subparsers) -> None:
 
 def _first_file_schema(sources: list[str], storage_options):
     """Return the Arrow schema of the first source Parquet file."""
-    from ..ingest.convert import _open_parquet, resolve_files
+    from ..ingest.convert import open_parquet, resolve_files
 
     files = resolve_files(sources, storage_options)
-    return _open_parquet(files[0], storage_options).schema_arrow
+    return open_parquet(files[0], storage_options).schema_arrow
 
 
 def _infer_table_spec(args, lake) -> tuple[int, str]:

@@ -199,7 +199,7 @@ def iter_parquet(src: FileSource, storage_options: dict | None, batch_rows: int 
     attempts = 0
     while True:
         try:
-            pf = _open_parquet(src, storage_options)
+            pf = open_parquet(src, storage_options)
             md = pf.metadata
             start, stop = row_groups if row_groups is not None else (0, md.num_row_groups)
             stop = min(stop, md.num_row_groups)
@@ -232,7 +232,7 @@ def _is_damage(e: BaseException) -> bool:
     return "checksum" in text or "page integrity" in text
 
 
-def _open_parquet(src: FileSource, storage_options: dict | None) -> pq.ParquetFile:
+def open_parquet(src: FileSource, storage_options: dict | None) -> pq.ParquetFile:
     """Open one Parquet source; pages are verified against their CRC checksums (when the writer stored them)
     as they are read, so a damaged file raises instead of yielding altered rows."""
     try:

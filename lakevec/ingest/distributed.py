@@ -51,7 +51,7 @@ from ..index.ivf import IvfModel
 from ..store.location import parse_location
 from ..store.objects import ObjectStore, wrap_io_error
 from .common import check_args, commit_ingest, new_sources, skipped_result
-from .convert import FileSource, _open_parquet, is_path_input, iter_parquet, rename_columns, resolve_files, sources_key
+from .convert import FileSource, open_parquet, is_path_input, iter_parquet, rename_columns, resolve_files, sources_key
 from .validate import IdTracker, TableSpec, check_batch, format_problems
 
 log = logging.getLogger("lakevec.ingest")
@@ -272,7 +272,7 @@ def plan_slices(files: list[FileSource], source_options: dict | None, target: In
         if src.size <= task_bytes:
             parts.append((FilePart(src, None), src.size))
             continue
-        md = _open_parquet(src, source_options).metadata
+        md = open_parquet(src, source_options).metadata
         start, acc = 0, 0
         for g in range(md.num_row_groups):
             gb = md.row_group(g).total_byte_size
@@ -581,10 +581,10 @@ def ingest(table, data, engine, id_column: str = ID_COLUMN, vector_column: str =
             src_opts = _source_options(files, table.lake.storage_options)
             first_rows = False
             if spec.user_schema is None:
-                first = next((f for f in files if _open_parquet(f, src_opts).metadata.num_rows > 0), None)
+                first = next((f for f in files if open_parquet(f, src_opts).metadata.num_rows > 0), None)
                 if first is not None:
                     spec, first_rows = fix_user_columns(spec, _renamed_schema(
-                        _open_parquet(first, src_opts).schema_arrow, id_column, vector_column, first.uri))
+                        open_parquet(first, src_opts).schema_arrow, id_column, vector_column, first.uri))
                 else:
                     spec = TableSpec(spec.name, spec.dim, spec.metric, spec.id_type, pa.schema([]))
             snap = table._snapshot_of(job.ds)

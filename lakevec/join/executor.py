@@ -110,9 +110,9 @@ def _left_names(left, storage_options=None) -> list | None:
     """Column names of the left input when cheap to know (None: checked when it is read)."""
     from ..ingest.convert import is_path_input
     if is_path_input(left):
-        from ..ingest.convert import _open_parquet, resolve_files
+        from ..ingest.convert import open_parquet, resolve_files
         files = resolve_files(left, storage_options)
-        return _open_parquet(files[0], storage_options).schema_arrow.names if files else None
+        return open_parquet(files[0], storage_options).schema_arrow.names if files else None
     if is_table(left):
         return [n for n in left.schema.names if n != PARTITION_COLUMN]
     if isinstance(left, (pa.Table, pa.RecordBatch)):

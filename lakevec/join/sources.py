@@ -290,7 +290,7 @@ def _resolve_table(t, dim: int, left_filter, columns: tuple, seed: int) -> LeftI
 
 def _resolve_parquet(paths, dim: int, id_column: str, vector_column: str, columns: tuple,
                      storage_options, seed: int) -> LeftInput:
-    from ..ingest.convert import _open_parquet, resolve_files
+    from ..ingest.convert import open_parquet, resolve_files
     files = resolve_files(paths, storage_options)
     shards = []
     total = 0
@@ -298,7 +298,7 @@ def _resolve_parquet(paths, dim: int, id_column: str, vector_column: str, column
     per = max(1, SHARD_VECTOR_BYTES // (dim * 4))
     sample_from = []
     for f in files:
-        pf = _open_parquet(f, storage_options)
+        pf = open_parquet(f, storage_options)
         md = pf.metadata
         names = pf.schema_arrow.names
         for c, role in ((id_column, "id"), (vector_column, "vector")):

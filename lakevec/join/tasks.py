@@ -83,7 +83,7 @@ class _RightState:
         self.table = table
         self.snap = table.snapshot()
         self.reader = FragmentReader(self.snap.ds, table.data_uri, table.store, table.lake.cache, table.name,
-                                     memory=None)
+                                     memory=None, index_id=self.snap.index.index_id if self.snap.index else "")
 
 
 def right_state(spec: RightSpec) -> _RightState:

@@ -257,7 +257,8 @@ class ObjectStore:
                     raise
             else:  # one PutObject (pyarrow's output stream would make a 3-request multipart upload)
                 bucket, _, key = path.partition("/")
-                self._s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+                body = data if isinstance(data, (bytes, bytearray)) else memoryview(data).tobytes()  # e.g. pa.Buffer
+                self._s3_client().put_object(Bucket=bucket, Key=key, Body=body)
         except Exception as e:
             raise wrap_io_error(e, f"writing {uri}") from e
         self.counters.add(puts=1, bytes_written=len(data))
