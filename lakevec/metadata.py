@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np

@@ -25,7 +25,6 @@ applied by Lance inside each read task, so counts and contents are exactly the f
 from __future__ import annotations
 
 import pickle
-import time
 from dataclasses import dataclass
 
 import numpy as np

@@ -25,7 +25,6 @@ No Hadoop S3 connector is involved.
 from __future__ import annotations
 
 import pickle
-import time
 from dataclasses import dataclass
 
 import pyarrow as pa

@@ -6,7 +6,7 @@ import threading
 import lance
 import pyarrow as pa
 
-from .config import DATA_DIR, META_DIR, PARTITION_COLUMN
+from .config import DATA_DIR, PARTITION_COLUMN
 from .errors import InvalidArgumentError, StorageError
 from .metadata import TableFiles, TableMeta
 from .snapshot import Snapshot, build_snapshot

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..commit import AlreadyCommitted, FragmentSink, WriteJob, WrittenFiles, delete_written
 from ..commit.fragments import rewrite_without_ids
@@ -49,7 +48,7 @@ from ..config import ID_COLUMN, INDEX_DIR, INGEST_BATCH_ROWS, MAX_REPORTED_PROBL
 from ..errors import InvalidArgumentError, LakevecError, StorageError, ValidationError
 from ..index.ivf import IvfModel
 from ..store.location import parse_location
-from ..store.objects import ObjectStore, wrap_io_error
+from ..store.objects import ObjectStore
 from .common import check_args, commit_ingest, new_sources, skipped_result
 from .convert import FileSource, open_parquet, is_path_input, iter_parquet, rename_columns, resolve_files, sources_key
 from .validate import IdTracker, TableSpec, check_batch, format_problems

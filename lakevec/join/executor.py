@@ -14,13 +14,13 @@ import pyarrow as pa
 
 from ..config import (ID_COLUMN, PARTITION_COLUMN, SEARCH_IO_THREADS_REMOTE, SEARCH_PREFETCH, SEARCH_THREADS,
                       PriceTable)
-from ..errors import IndexError_, InvalidArgumentError, LakevecError, SchemaError
+from ..errors import IndexError_, InvalidArgumentError, SchemaError
 from .merge import concat
 from .output import FinalSpec, default_key, make_output
 from .plan import PLANS, JoinParams, choose_plan, estimate, group_ranges, locality_order, task_counts
 from .report import JoinReport, empty_result, io_dict, recall_estimate
 from .result import JoinResult
-from .scratch import ScratchSpec, SectionIndex, forget_store, new_job_id, read_sections, scratch_store
+from .scratch import ScratchSpec, forget_store, new_job_id, read_sections, scratch_store
 from .sources import LeftInput, is_table, materialize, resolve_left
 from .tasks import (AssignTask, DedupTask, MergeTask, RightSpec, ScoreTask, register_right, run_assign_task,
                     run_dedup_task, run_merge_task, run_score_task, save_arrays, unregister_right)
@@ -170,7 +170,16 @@ def knn_join(left, right, k: int | None = 10, nprobe: int | None = None, radius:
     from ..engines import engine_name, get_engine
     eng = get_engine(engine)
     ename = engine_name(eng)
-    left_in = resolve_left(left, dim, metric, id_column, vector_column, left_filter, lcols, storage_options, seed)
+    from .frames import frame_kind, resolve_frame
+    fk = frame_kind(left)
+    if fk is not None:
+        if left_filter is not None:
+            raise InvalidArgumentError("left_filter applies to a lakevec table on the left; filter the "
+                                       f"{'DataFrame' if fk == 'spark' else 'Dataset'} before the join")
+        left_in = resolve_frame(left, fk, dim, id_column, vector_column, lcols, seed)
+    else:
+        left_in = resolve_left(left, dim, metric, id_column, vector_column, left_filter, lcols, storage_options,
+                               seed)
     allowed = None
     if right_filter is not None:
         allowed = _allowed_rows(rt, right_filter)

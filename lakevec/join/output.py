@@ -108,7 +108,7 @@ def attach_columns(rows: pa.Table, spec: FinalSpec, right) -> pa.Table:
     if spec.left_columns and spec.left_source != "none":
         refs = rows.column("_ref").to_numpy()
         if spec.left_source == "right":
-            from .tasks import right_state
+            from .right import right_state
             extra = take_columns(right_state(right).snap.ds, refs.astype(np.uint64), list(spec.left_columns))
         elif spec.left_source == "table":
             extra = take_columns(_left_dataset(spec), refs.astype(np.uint64), list(spec.left_columns))
@@ -117,7 +117,7 @@ def attach_columns(rows: pa.Table, spec: FinalSpec, right) -> pa.Table:
         for c in spec.left_columns:
             rows = rows.append_column(f"left_{c}", extra.column(c))
     if spec.right_columns:
-        from .tasks import right_state
+        from .right import right_state
         ds = right_state(right).snap.ds
         extra = take_columns(ds, rows.column("_raddr").to_numpy(), list(spec.right_columns))
         for c in spec.right_columns:

@@ -15,7 +15,6 @@ of the right table's dimension, finite (and non-zero for cosine). Errors name th
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -220,12 +219,8 @@ def is_table(x) -> bool:
 
 def resolve_left(left, dim: int, metric: str, id_column: str, vector_column: str, left_filter: str | None,
                  columns: tuple, storage_options: dict | None, seed: int = 0) -> LeftInput:
-    """Describe ``left``; plan its shards (in-memory inputs get theirs in ``materialize``)."""
-    from .frames import frame_kind
-    fk = frame_kind(left)
-    if fk is not None:
-        from .frames import resolve_frame
-        return resolve_frame(left, fk, dim, id_column, vector_column, columns, seed)
+    """Describe ``left`` (not a Spark/Ray frame: see ``frames.resolve_frame``); plan its shards (in-memory
+    inputs get theirs in ``materialize``)."""
     if left_filter is not None and not is_table(left):
         raise InvalidArgumentError("left_filter applies to a lakevec table on the left; filter other inputs "
                                    "before the join")

@@ -56,7 +56,7 @@ def _ids(storage) -> np.ndarray:
 
 @pytest.mark.parametrize("keyed", [False, True])
 def test_the_same_parquet_file_ingested_three_times_at_once_lands_once(storage, lake, tmp_path, keyed):
-    t = lake.create_table("t", dim=DIM)
+    lake.create_table("t", dim=DIM)
     root = source_root(storage, tmp_path)
     path = write_parquet(storage, root, "day.parquet", arrow_rows(3000, DIM, 0, seed=1))
     key = ', idempotency_key="2026-12-01"' if keyed else ""

@@ -89,7 +89,7 @@ def test_concurrent_writers_of_the_same_ids_keep_each_id_once(storage, lake):
 
 
 def test_same_key_from_concurrent_runs_commits_once(storage, lake):
-    t = lake.create_table("t", dim=DIM)
+    lake.create_table("t", dim=DIM)
     results = []
     barrier = threading.Barrier(3)
 

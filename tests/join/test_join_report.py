@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
-import pytest
 from join_helpers import make_table, pair_set, vectors
 
 import lakevec
