@@ -10,6 +10,7 @@ from .config import UNASSIGNED
 from .index.ivf import IvfModel
 from .metadata import IndexMeta, TableFiles
 from .state import TableState
+from .store.lance_io import file_path
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,12 @@ def build_snapshot(ds: lance.LanceDataset, state: TableState, files: TableFiles)
     for fr in ds.get_fragments():
         md = fr.metadata
         df = md.files[0] if md.files else None
-        part = state.partition_of(df.path) if df is not None else None
+        part = state.partition_of(file_path(df)) if df is not None else None
         deleted = md.deletion_file is not None
         n = md.physical_rows
         if deleted:
             n = md.num_rows if hasattr(md, "num_rows") else fr.count_rows()
-        infos.append(FragmentInfo(md.id, df.path if df else "", int(df.file_size_bytes or 0) if df else 0,
+        infos.append(FragmentInfo(md.id, file_path(df) if df else "", int(df.file_size_bytes or 0) if df else 0,
                                   int(n), UNASSIGNED if part is None else int(part), deleted, len(md.files) == 1))
     snap = Snapshot(ds, ds.version, infos, state=state)
     if state.index is not None:

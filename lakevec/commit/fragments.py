@@ -18,6 +18,7 @@ from lance.fragment import write_fragments
 from ..config import ID_COLUMN, MAX_ROWS_PER_FILE, PARTITION_COLUMN, UNASSIGNED
 from ..errors import LakevecError
 from ..index.ivf import IvfModel
+from ..store.lance_io import file_path
 from ..store.objects import ObjectStore, wrap_io_error
 
 FLUSH_BYTES = 256 << 20  # buffered bytes that trigger a write (bounds worker memory)
@@ -37,7 +38,7 @@ class WrittenFiles:
         """Record fragments just written, all of ``partition``."""
         for f in frags:
             for df in f.files:
-                self.partitions[df.path] = partition
+                self.partitions[file_path(df)] = partition
                 self.bytes += int(df.file_size_bytes or 0)
             self.rows += f.physical_rows
         self.fragments += frags
@@ -192,7 +193,7 @@ def delete_written(store: ObjectStore, data_uri: str, written: WrittenFiles) -> 
     for f in written.fragments:
         for df in f.files:
             try:
-                store.delete(f"{data_uri}/data/{df.path}")
+                store.delete(f"{data_uri}/data/{file_path(df)}")
             except LakevecError:
                 pass  # vacuum removes orphans later
 
@@ -212,7 +213,7 @@ def rewrite_without_ids(data_uri: str, storage_options, schema: pa.Schema, mode:
     store = ObjectStore(parse_location(data_uri, storage_options))
     old_files = []
     for frag in fragments:
-        path = frag.files[0].path
+        path = file_path(frag.files[0])
         uri = f"{data_uri}/data/{path}"
         part = partitions.get(path)
         try:

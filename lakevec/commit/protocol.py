@@ -42,6 +42,7 @@ from ..metadata import IndexMeta
 from ..state import (CHECKPOINT_EVERY, CHECKPOINTS_DIR, COMMITS_DIR, FORMAT, OP_PROPERTY, TXN_PROPERTY, IdRun,
                      TableState, apply_record, txn_of)
 from ..store.lance_io import open_dataset
+from ..store.lance_io import file_path
 from ..store.objects import wrap_io_error
 from .ids import RunReader, overlap
 
@@ -401,7 +402,7 @@ def _compensate(t, change: Change, ds, conflicts: _Conflicts, what: str, drop_al
     """Delete this commit's rows (all, or its duplicates) after Lance re-based it over a commit that added the
     same key, source files or ids; return the rows deleted."""
     mine = set(change.files)
-    frags = [fr for fr in ds.get_fragments() if fr.metadata.files and fr.metadata.files[0].path in mine]
+    frags = [fr for fr in ds.get_fragments() if fr.metadata.files and file_path(fr.metadata.files[0]) in mine]
     if drop_all:
         pred = "true"
     else:
@@ -427,7 +428,7 @@ def _compensate(t, change: Change, ds, conflicts: _Conflicts, what: str, drop_al
         rows += dup
     if not updated and not deleted:
         return 0
-    removed = [fr.metadata.files[0].path for fr in frags if fr.fragment_id in deleted]
+    removed = [file_path(fr.metadata.files[0]) for fr in frags if fr.fragment_id in deleted]
     op = lance.LanceOperation.Delete(updated, deleted, pred)
     comp = Change(op="delete", operation=op, removed=removed, info={"compensates": change.txn})
     log.warning("%s: version %d duplicated %s committed concurrently; deleting %d row(s) of this commit",

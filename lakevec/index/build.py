@@ -33,7 +33,7 @@ from ..errors import InvalidArgumentError, LakevecError
 from ..metadata import IndexMeta
 from ..search.kernels import distances, topk_rows
 from ..search.reader import vectors_of
-from ..store.lance_io import open_dataset
+from ..store.lance_io import file_path, open_dataset
 from ..store.location import parse_location
 from ..store.objects import ObjectStore, new_id
 from .ivf import IvfModel
@@ -337,7 +337,7 @@ def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_rec
     table.files.write_index(meta, None, centroids)
     op = lance.LanceOperation.Rewrite([lance.LanceOperation.RewriteGroup(old, written.fragments)], [])
     change = Change(op="index", operation=op, files=dict(written.partitions), index_id=index_id, index=meta,
-                    removed=[df.path for fr in old for df in fr.files],
+                    removed=[file_path(df) for fr in old for df in fr.files],
                     info={"rows": int(written.rows), "bytes": int(written.bytes)})
     p.phase("commit", detail=f"{written.rows:,} rows in {len(written.fragments):,} fragments")
     res = job.commit(change, job.state, f"committing the index of table {table.name!r}")

@@ -29,7 +29,7 @@ from ..errors import InvalidArgumentError
 from ..index.ivf import IvfModel
 from ..search.reader import vectors_of
 from ..state import IDS_DIR
-from ..store.lance_io import open_dataset
+from ..store.lance_io import file_path, open_dataset
 from ..store.location import parse_location
 from ..store.objects import ObjectStore
 
@@ -184,7 +184,7 @@ def _compact(table, job: WriteJob, target_rows: int, engine, task_bytes: int, t0
         job.track(r.written)
         for part, fids, new in r.groups:
             olds = [by_id[f].metadata for f in fids]
-            removed += [df.path for md in olds for df in md.files]
+            removed += [file_path(df) for md in olds for df in md.files]
             rw_groups.append(lance.LanceOperation.RewriteGroup(olds, list(new)))
     runs_added, runs_removed = [], []
     if merge:

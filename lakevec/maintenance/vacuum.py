@@ -26,6 +26,7 @@ from ..commit.claims import CLAIMS_DIR, LEASES_DIR, live_leases
 from ..config import DATA_DIR, INDEX_DIR, META_DIR
 from ..errors import InvalidArgumentError, LakevecError, StorageError
 from ..state import CHECKPOINTS_DIR, COMMITS_DIR, IDS_DIR, REJECTS_DIR, txn_of
+from ..store.lance_io import file_path
 from ..store.objects import wrap_io_error
 
 log = logging.getLogger("lakevec.maintenance")
@@ -96,7 +97,7 @@ class _Plan:
             dv = self.ds if v == self.ds.version else t._open_version(v)
             for fr in dv.get_fragments():
                 for df in fr.metadata.files:
-                    self.data_files.add(df.path)
+                    self.data_files.add(file_path(df))
             st = t.state_of(dv)
             txn = txn_of(self.ds, v)
             if txn is not None:

@@ -93,3 +93,13 @@ def scan(ds: lance.LanceDataset, what: str, counters: IOCounters | None = None, 
     finally:
         if counters is not None:
             drain_io_stats(ds, counters)
+
+
+def file_path(df) -> str:
+    """The path (relative to data/) of a Lance ``DataFile``, as a plain ``str``.
+
+    pylance 14's ``DataFile.path`` builds a new class on every access (a deprecation shim: ~40 us); snapshots of
+    tables with thousands of fragments call it for every fragment, so the stored value is read when present."""
+    p = getattr(df, "_path", None)
+    return p if isinstance(p, str) else str(df.path)
+
