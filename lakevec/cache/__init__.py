@@ -105,15 +105,18 @@ def prices_from_env(default=None):
 def open_cache(lake):
     """Return the cache of ``lake``: an NvmeCache when it has a ``cache_dir``, else a DisabledCache.
 
-    Prices: ``lake.cache_config.prices``, overridden by ``$LAKEVEC_PRICES``; change them later with
-    ``lake.cache.prices = PriceTable(...)``.
+    Prices: ``lake.cache_config.prices``, overridden by ``$LAKEVEC_PRICES``; zero for a lake on local disk
+    (unless ``$LAKEVEC_PRICES`` is set); change them later with ``lake.cache.prices = PriceTable(...)``.
     """
+    import os
     cfg = lake.cache_config
     counters = lake.store.counters
     prices = prices_from_env(cfg.prices)
+    if lake.store.loc.is_local and not os.environ.get(PRICES_ENV):
+        from ..config import PriceTable
+        prices = PriceTable(0.0, 0.0, 0.0, 0.0)  # a lake on local disk pays for no request
     if not cfg.cache_dir:
         return DisabledCache(counters, prices)
-    import os
     verify = os.environ.get(VERIFY_ENV) or "changed"
     # the lake hands over its root and how to open a table by name: the cache never opens one itself
     return NvmeCache(cfg.cache_dir, int(cfg.cache_bytes), root=lake.loc.uri, open_table=lake.open_table,

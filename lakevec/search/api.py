@@ -58,7 +58,7 @@ def search(table, queries, k: int = 10, nprobe: int | None = None, filter: str |
             result = result.append_column(c, extra.column(c))
     io = table.store.counters.snapshot() - before
     stats.update({"seconds": time.time() - t0, "nprobe": probe if snap.index else None, "queries": len(q),
-                  "version": snap.version, "io": io.to_dict()})
+                  "version": snap.version, "io": io.to_dict(table.lake.cache.prices)})
     table._last_search_stats = stats
     return (result, stats) if with_stats else result
 
