@@ -64,10 +64,12 @@ def _distinct_objects(log_entries) -> int:
 
 
 def _append_bench(srv, proxy, args, sizes) -> list[dict]:
+    """Load every size first, then append round-robin across the sizes (size 1, size 2, size 3, size 1, ...):
+    drifts of the machine's load hit every size alike instead of one of them."""
     import lakevec
     direct = dict(srv.storage_options)
     via = dict(srv.storage_options, aws_endpoint=proxy.endpoint)
-    out = []
+    uris = {}
     for n in sizes:
         uri = srv.uri("lakevec", f"scale-{n}-{uuid.uuid4().hex[:8]}")
         t = lakevec.connect(uri, storage_options=direct).create_table("t", dim=args.dim)
@@ -77,32 +79,36 @@ def _append_bench(srv, proxy, args, sizes) -> list[dict]:
             t.add(_rows(2 * s, min(batch, n - s), args.dim, seed=s, step=2))
         if args.index:
             t.build_index()
-        log(BENCH, f"loaded {n:,} rows in {time.perf_counter() - t0:.0f}s")
-        samples = []
-        for rep in range(args.appends + 1):  # the extra last one: overlapping (random) ids, information only
-            overlapping = rep == args.appends
+        uris[n] = uri
+        log(BENCH, f"loaded {n:,} rows in {time.perf_counter() - t0:.0f}s ({len(t.snapshot().fragments)} fragments)")
+    samples = {n: [] for n in sizes}
+    for rep in range(args.appends + 1):  # the extra last round: overlapping (random) ids, information only
+        overlapping = rep == args.appends
+        for n in sizes:
             start = 2 * n + rep * args.append_rows  # new, increasing ids (the usual ETL case)
             ids = None
             if overlapping:  # random odd ids across the whole table's id range: every id run can hold them
                 ids = 2 * np.random.default_rng(rep).choice(n, args.append_rows, replace=False) + 1
             data = _rows(start, args.append_rows, args.dim, seed=10_000 + rep, ids=ids)
-            cold = lakevec.connect(uri, storage_options=via, memory_cache_bytes=0).open_table("t")
+            cold = lakevec.connect(uris[n], storage_options=via, memory_cache_bytes=0).open_table("t")
             proxy.reset()
             t0 = time.perf_counter()
             r = cold.add(data)
             sec = time.perf_counter() - t0
             c = _read_counts(proxy.reset())
-            samples.append({"seconds": sec, **c, "ids_read_bytes": r.ids_read_bytes, "rows": r.rows_added,
-                            "overlapping": overlapping})
+            samples[n].append({"seconds": sec, **c, "ids_read_bytes": r.ids_read_bytes, "rows": r.rows_added,
+                               "overlapping": overlapping})
             log(BENCH, f"{n:,} rows: append of {r.rows_added:,} ({'random' if overlapping else 'new'} ids) "
                        f"{sec:.2f}s, {c['requests']} read requests, {c['bytes_read']:,} bytes read, "
                        f"id runs {r.ids_read_bytes:,} bytes")
-        seq = [s for s in samples if not s["overlapping"]]
+    out = []
+    for n in sizes:
+        seq = [s for s in samples[n] if not s["overlapping"]]
         out.append({"rows": n, "seconds": summarize(s["seconds"] for s in seq),
                     "bytes_read": summarize(s["bytes_read"] for s in seq),
                     "requests": summarize(s["requests"] for s in seq),
                     "ids_read_bytes": summarize(s["ids_read_bytes"] for s in seq),
-                    "random_ids": samples[-1], "samples": samples})
+                    "random_ids": samples[n][-1], "samples": samples[n]})
     return out
 
 
