@@ -18,7 +18,8 @@ Re-executing and storing the outputs (after editing a notebook)::
 
     PYTHONPATH=. python tests/notebooks/test_notebooks.py notebooks/wordnet_similarity.ipynb [...]
 
-(without arguments: every notebook stored with outputs).
+(without arguments: every notebook stored with outputs). Notebooks that start Spark or Ray carry the
+suite's ``spark`` / ``ray`` and ``slow`` markers.
 """
 from __future__ import annotations
 
@@ -97,7 +98,14 @@ def short_tmp_folders() -> set[str]:
     return set(glob.glob(SHORT_TMP_PREFIX + "*"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def marks_of(path: Path) -> list:
+    """The suite's markers for a notebook that starts Spark or Ray (deselect with -m 'not spark')."""
+    code = "\n".join(c.source for c in nbformat.read(str(path), as_version=4).cells if c.cell_type == "code")
+    marks = [m for needle, m in (("pyspark", pytest.mark.spark), ("import ray", pytest.mark.ray)) if needle in code]
+    return marks + [pytest.mark.slow] if marks else marks
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.name, marks=marks_of(p)) for p in NOTEBOOKS])
 def test_notebook_runs_plots_and_cleans_up(path, tmp_path):
     skip_without_data(nbformat.read(str(path), as_version=4), path.name)
     scratch = tmp_path / "tmp"
