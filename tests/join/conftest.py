@@ -17,7 +17,7 @@ import tempfile
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.append(os.path.dirname(__file__))  # after tests/: `from conftest import` stays tests/conftest.py
 
 
 @pytest.fixture(scope="session")
