@@ -8,7 +8,7 @@ and look the ids up with binary search. Appends of increasing ids (sequence numb
 dated keys: the usual ETL case) read no run at all, whatever the table's size; random ids read the
 runs they overlap (8 bytes per row), never the table's data files. ``compact`` merges runs.
 
-String ids are compared by 64-bit hash (a collision, about n^2 / 2^64, would reject a new id as a
+String ids are compared by their 64-bit FNV-1a hash (a collision, about n^2 / 2^64, would reject a new id as a
 duplicate: a false "already in the table", never a double row); their runs keep the smallest and
 largest string for range pruning.
 """
@@ -24,16 +24,29 @@ from ..errors import IndexError_, StorageError
 from ..state import IDS_DIR, IdRun
 
 MAX_BOUND_CHARS = 64  # string ranges are kept to this many characters (rounded outwards)
-_HASH_KEY = "lakevec-ids-v1.0"  # 16 bytes: siphash key of string ids (fixed: runs are persistent)
 
 
 def hash_strings(ids) -> np.ndarray:
-    """Return uint64 hashes of string ids (vectorised siphash; identical in every process)."""
-    import pandas as pd  # lazily: only string-id tables need it
+    """Return uint64 hashes of string ids: FNV-1a 64 over their UTF-8 bytes, vectorised with numpy (one pass per
+    byte position), identical in every process and independent of the other ids in the array."""
     arr = np.asarray(ids, dtype=object)
     if not len(arr):
         return np.empty(0, dtype=np.uint64)
-    return pd.util.hash_array(arr, hash_key=_HASH_KEY, categorize=False).astype(np.uint64)
+    raw = np.char.encode(arr.astype(str), "utf-8")  # fixed-width bytes, zero padded
+    lengths = np.char.str_len(raw)
+    width = raw.dtype.itemsize
+    mat = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(len(raw), width)
+    h = np.full(len(raw), _FNV_OFFSET, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(width):
+            live = lengths > j  # bytes past a string's own end (padding) do not enter its hash
+            nh = (h ^ mat[:, j].astype(np.uint64)) * _FNV_PRIME
+            h = np.where(live, nh, h)
+    return h
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
 
 
 def id_keys(ids, id_type: str) -> np.ndarray:

@@ -38,7 +38,8 @@ def finish(scores: np.ndarray, metric: str, q_norms: np.ndarray | None) -> np.nd
         d = scores + q_norms[:, None]
         return np.maximum(d, 0.0, out=d)  # rounding can make tiny distances negative
     if metric == "cosine":
-        return scores + 1.0
+        d = scores + 1.0
+        return np.maximum(d, 0.0, out=d)  # 1 - cos of a unit vector with itself rounds to about -1e-7
     return scores
 
 
@@ -53,6 +54,7 @@ def distances(q: np.ndarray, x: np.ndarray, metric: str, x_norms: np.ndarray | N
         np.maximum(s, 0.0, out=s)
     elif metric == "cosine":
         s += 1.0
+        np.maximum(s, 0.0, out=s)
     return s
 
 

@@ -283,3 +283,13 @@ def test_huge_k_is_capped_by_the_row_count(lake):
     t.add(_data(40))
     res = t.search(_queries(2), k=2**40)  # must not try to allocate k slots per query
     assert res.num_rows == 80
+
+
+def test_cosine_self_matches_are_zero_not_negative(lake):
+    """1 - cos of a unit vector with itself rounds below zero in float32: distances are clamped at 0."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((200, 16)).astype(np.float32)
+    t = lake.create_table("cos", dim=16, metric="cosine")
+    t.add({"id": np.arange(200), "vector": x})
+    d = t.search(x, k=1).column("distance").to_numpy()
+    assert (d >= 0).all() and d.max() < 1e-5
