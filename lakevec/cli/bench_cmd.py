@@ -15,6 +15,7 @@ BENCHMARKS = {
     "index": "IVF index build time per engine",
     "cache": "NVMe cache: cold vs warm reads, hit ratio, cost",
     "scale": "metadata cost as tables grow: appends into 1M-16M rows, cold open after 1,000 commits",
+    "optimize": "index maintenance under drift: optimize vs a fresh rebuild (imbalance, search time, bytes)",
 }
 
 

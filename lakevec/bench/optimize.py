@@ -1,0 +1,220 @@
+"""``lakevec bench optimize``: index maintenance under drift: optimize vs a fresh full rebuild.
+
+The scenario of issue 9: a real embedding set (WordNet glosses, all-MiniLM-L6-v2, 384-d, cosine; or
+SIFT10K, l2) minus ``--queries`` held-out rows (the queries, exact ground truth by brute force), ordered
+by their projection on a direction (default: the data's first principal component). The index is built
+on the first ``--fraction`` (30%); the other 70%, all on one side of the direction, is appended in one
+commit (assigned to the old centroids: a shifted distribution). Then, per repetition (a new table each):
+
+- **drifted**: largest partition / mean, batch search time and recall@10 at the default nprobe;
+- **optimized**: ``Table.optimize()``: the same figures, plus the share of the table's bytes it wrote;
+- **fresh**: ``Table.build_index()`` on the whole table (every row rewritten): the same figures.
+
+Batch search: all queries in one call, k=10, at each index's default nprobe; one untimed warm-up call,
+then the median of ``--searches`` timed calls. Targets (issue 9): after optimize the largest partition is
+<= 3.5x the mean; batch search takes <= 1.3x the fresh rebuild's time; recall@10 >= 0.95; optimize wrote
+<= 60% of the table's bytes. Timings on a shared machine are noisy: the report gives the median of the
+repetitions with (min..max) and the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .engines import aggregate, bench_main, log, mmm, ratio, report_tail, table, target
+
+TARGET_IMBALANCE = 3.5
+TARGET_TIME_RATIO = 1.3
+TARGET_RECALL = 0.95
+TARGET_BYTES_SHARE = 0.60
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lakevec bench optimize", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=("wordnet", "sift10k"), default="wordnet",
+                   help="wordnet (117,659 x 384, cosine; default) or sift10k (10,000 x 128, l2)")
+    p.add_argument("--rows", type=int, help="use only the first N rows of the set")
+    p.add_argument("--queries", type=int, default=1000, help="held-out rows used as queries (default 1000)")
+    p.add_argument("--fraction", type=float, default=0.3, help="share of the rows indexed before the append")
+    p.add_argument("--direction", default="pc1",
+                   help="pc1, pc2, ... (principal components), -pc1 (the other side), or random")
+    p.add_argument("--repeat", type=int, default=3, help="repetitions, each on a new table (default 3)")
+    p.add_argument("--searches", type=int, default=3, help="timed batch searches per index (median)")
+    p.add_argument("--storage", choices=("local", "s3"), default="local", help="where the lake lives")
+    p.add_argument("--data-dir", help="folder of the data sets (default ../shared/data)")
+    p.add_argument("--work-dir", help="scratch folder (default: a temporary one, deleted)")
+    p.add_argument("--out", help="write the report as JSON to this path")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an optimize() keyword, e.g. split_over=2.0 (repeatable)")
+    return p
+
+
+def _data(args):
+    from .datasets import load_sift10k, load_wordnet
+    if args.dataset == "wordnet":
+        x, metric = load_wordnet(args.data_dir, args.rows), "cosine"
+    else:
+        x, metric = load_sift10k(args.data_dir)[0], "l2"
+        x = x[: args.rows] if args.rows else x
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(x))
+    nq = min(args.queries, len(x) // 10)
+    queries, base = x[perm[:nq]], x[np.sort(perm[nq:])]
+    d = args.direction.strip().lower()
+    sign = -1.0 if d.startswith("-") else 1.0
+    d = d.lstrip("-")
+    if d == "random":
+        u = rng.standard_normal(x.shape[1]).astype(np.float32)
+    elif d.startswith("pc") and d[2:].isdigit() and int(d[2:]) >= 1:
+        sub = base[rng.choice(len(base), min(len(base), 20000), replace=False)]
+        _, _, vt = np.linalg.svd(sub - sub.mean(0), full_matrices=False)
+        u = vt[int(d[2:]) - 1]
+    else:
+        raise SystemExit(f"--direction: expected pcN, -pcN or random, got {args.direction!r}")
+    order = np.argsort(sign * (base @ u), kind="stable")
+    n_old = int(round(args.fraction * len(base)))
+    from .datasets import exact_knn
+    gt, _ = exact_knn(base, queries, 10, metric)
+    return base, queries, gt, metric, np.sort(order[:n_old]), np.sort(order[n_old:])
+
+
+def _search(t, queries, gt, n: int) -> dict:
+    from .measure import recall_at_k
+    t.search(queries, k=10)  # warm-up: page cache, decoded partitions
+    secs = []
+    for _ in range(max(1, n)):
+        t0 = time.perf_counter()
+        res = t.search(queries, k=10)
+        secs.append(time.perf_counter() - t0)
+    ids = np.full((len(queries), 10), -1, dtype=np.int64)
+    qi, rk = res.column("query_index").to_numpy(), res.column("rank").to_numpy()
+    ids[qi, rk] = res.column("id").to_numpy()
+    info = t.index_info() or {}
+    snap = t.snapshot()
+    sizes = snap.partition_rows() if snap.index is not None else np.zeros(1)
+    return {"search_seconds": float(np.median(secs)), "recall": float(recall_at_k(ids, gt, 10)),
+            "nprobe": info.get("default_nprobe"), "partitions": info.get("num_partitions"),
+            "largest_over_mean": float(sizes.max() / max(sizes.mean(), 1e-9)),
+            "fragments": len(snap.fragments), "fragments_with_deletions": sum(f.has_deletions for f in snap.fragments),
+            "table_bytes": sum(f.file_size for f in snap.fragments)}
+
+
+def _options(args) -> dict:
+    out = {}
+    for item in args.option:
+        k, _, v = item.partition("=")
+        out[k.strip()] = float(v)
+    return out
+
+
+def run(args) -> dict:
+    import lakevec
+    base, queries, gt, metric, old, new = _data(args)
+    log("optimize", f"{args.dataset}: {len(base):,} rows x {base.shape[1]} ({metric}), {len(queries)} queries; "
+                    f"index on {len(old):,} rows, then append {len(new):,} (direction {args.direction})")
+    work = args.work_dir or tempfile.mkdtemp(prefix="lvbench-optimize-")
+    os.makedirs(work, exist_ok=True)
+    srv = None
+    runs = []
+    first_report = None
+    opts = _options(args)
+    try:
+        if args.storage == "s3":
+            from ..store.seaweed import EmbeddedS3
+            srv = EmbeddedS3(workdir=os.path.join(work, "s3")).start()
+            lake = lakevec.connect(srv.uri("lakevec", "bench-optimize"), storage_options=srv.storage_options)
+        else:
+            lake = lakevec.connect(os.path.join(work, "lake"))
+        for rep in range(args.repeat):
+            name = f"drift{rep}"
+            lake.drop_table(name, missing_ok=True)
+            t = lake.create_table(name, dim=base.shape[1], metric=metric)
+            t.add({"id": old.astype(np.int64), "vector": base[old]})
+            t.build_index()
+            t.add({"id": new.astype(np.int64), "vector": base[new]})
+            r_drift = {"label": "drifted", **_search(t, queries, gt, args.searches)}
+            t0 = time.perf_counter()
+            rep_opt = t.optimize(**opts)
+            secs = time.perf_counter() - t0
+            r_opt = {"label": "optimized", **_search(t, queries, gt, args.searches), "seconds": secs,
+                     "bytes_share": (rep_opt.get("rewrite") or {}).get("bytes_share", 0.0),
+                     "rows_moved": (rep_opt.get("rewrite") or {}).get("rows_moved", 0),
+                     "committed": rep_opt["committed"]}
+            t0 = time.perf_counter()
+            t.build_index()
+            secs = time.perf_counter() - t0
+            r_fresh = {"label": "fresh", **_search(t, queries, gt, args.searches), "seconds": secs, "bytes_share": 1.0}
+            for r in (r_drift, r_opt, r_fresh):
+                log("optimize", f"rep {rep + 1}/{args.repeat} {r['label']}: {r['partitions']} partitions, largest "
+                                f"{r['largest_over_mean']:.2f}x mean, nprobe {r['nprobe']}, search "
+                                f"{r['search_seconds']:.2f}s, recall@10 {r['recall']:.4f}"
+                                + (f", bytes written {r['bytes_share']:.1%}" if r["label"] != "drifted" else ""))
+            log("optimize", f"  optimize: {rep_opt['message']}")
+            runs.append([r_drift, r_opt, r_fresh])
+            if rep == 0:
+                first_report = {k: v for k, v in rep_opt.items() if k in ("before", "after", "plan", "rewrite",
+                                                                          "reasons")}
+            lake.drop_table(name)
+    finally:
+        if srv is not None:
+            srv.stop()
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    summary = aggregate(runs)
+    time_ratio = ratio(runs, "optimized", "fresh", "search_seconds")
+    drift_ratio = ratio(runs, "drifted", "fresh", "search_seconds")
+    o = summary["optimized"]
+    targets = [
+        target(f"largest partition <= {TARGET_IMBALANCE}x mean after optimize", o["largest_over_mean"]["median"],
+               "<=", TARGET_IMBALANCE),
+        target(f"batch search <= {TARGET_TIME_RATIO}x the fresh rebuild's time", time_ratio["median"], "<=",
+               TARGET_TIME_RATIO),
+        target(f"recall@10 at the default nprobe >= {TARGET_RECALL}", o["recall"]["median"], ">=", TARGET_RECALL),
+        target(f"optimize wrote <= {TARGET_BYTES_SHARE:.0%} of the table's bytes", o["bytes_share"]["median"], "<=",
+               TARGET_BYTES_SHARE),
+    ]
+    from .report import machine_info
+    return {"bench": "optimize", "dataset": {"name": args.dataset, "rows": int(len(base)), "dim": int(base.shape[1]),
+                                             "metric": metric, "queries": int(len(queries)),
+                                             "indexed_first": int(len(old)), "appended": int(len(new)),
+                                             "direction": args.direction},
+            "storage": args.storage, "config": {"repeat": args.repeat, "searches": args.searches, "options": opts},
+            "summary": summary, "time_ratio_vs_fresh": time_ratio, "drifted_time_ratio_vs_fresh": drift_ratio,
+            "optimize_report_first_run": first_report, "targets": targets,
+            "machine": machine_info(), "runs": runs}
+
+
+def format_report(rep: dict) -> str:
+    d = rep["dataset"]
+    lines = [f"optimize under drift: {d['name']} {d['rows']:,} x {d['dim']} ({d['metric']}), index on "
+             f"{d['indexed_first']:,} rows, then {d['appended']:,} appended on one side of {d['direction']}; "
+             f"{d['queries']} queries, {rep['storage']} lake, repeat {rep['config']['repeat']}",
+             f"median (min..max); load average {rep['machine'].get('loadavg_1_5_15')}", ""]
+    rows = [["index", "partitions", "largest/mean", "nprobe", "search s", "x fresh", "recall@10", "bytes written",
+             "job s", "fragments (deleted rows)"]]
+    ratios = {"drifted": rep["drifted_time_ratio_vs_fresh"], "optimized": rep["time_ratio_vs_fresh"]}
+    for lab, s in rep["summary"].items():
+        rows.append([lab, mmm(s.get("partitions"), ".0f"), mmm(s.get("largest_over_mean"), ".2f"),
+                     mmm(s.get("nprobe"), ".0f"), mmm(s.get("search_seconds"), ".2f"),
+                     "1.00" if lab == "fresh" else mmm(ratios.get(lab), ".2f"), mmm(s.get("recall"), ".4f"),
+                     "-" if lab == "drifted" else mmm(s.get("bytes_share"), ".1%"), mmm(s.get("seconds"), ".1f"),
+                     f"{mmm(s.get('fragments'), '.0f')} ({mmm(s.get('fragments_with_deletions'), '.0f')})"])
+    lines.append(table(rows))
+    lines += report_tail(rep, ".3f")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    return bench_main("optimize", parser, run, format_report, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
