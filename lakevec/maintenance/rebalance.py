@@ -329,7 +329,7 @@ def run_move_task(task: MoveTask) -> MoveResult:
             nl = int(leave.sum())
             oc = FragmentOutcome(fid, md.files[0].path, int(old), tbl.num_rows, nl, "keep",
                                  int(md.files[0].file_size_bytes or 0), int(md.physical_rows))
-            if nl and (old < 0 or nl > task.rewrite_over * tbl.num_rows):
+            if nl and (old < 0 or nl == tbl.num_rows or nl > task.rewrite_over * tbl.num_rows):
                 oc.action, rows, parts = "rewrite", tbl, dest
             elif nl:
                 oc.action = "delete"
