@@ -65,6 +65,19 @@ def _assert_pure(t):
     return seen
 
 
+def _assert_nearest(t):
+    """Every row lives in the partition of its nearest centroid (split rows, and rows a new centroid took)."""
+    snap = t.snapshot()
+    ds = lance.dataset(t.data_uri, version=snap.version, storage_options=t.lake.lance_options)
+    part = {f.fragment_id: f.partition for f in snap.fragments}
+    cents = snap.model.centroids.astype(np.float64)
+    for fr in ds.get_fragments():
+        x = np.stack(fr.to_table(columns=["vector"]).column("vector").to_numpy(zero_copy_only=False))
+        d = ((x[:, None, :].astype(np.float64) - cents[None]) ** 2).sum(-1)
+        mine = d[:, part[fr.fragment_id]]
+        assert np.all(mine <= d.min(axis=1) + 1e-3), f"fragment {fr.fragment_id}: rows not in their nearest partition"
+
+
 def _assert_exact(t, ids, x, nq=6, seed=3):
     """Indexed search probing every partition returns exactly the brute-force neighbours."""
     q = (np.random.default_rng(seed).standard_normal((nq, DIM)) * 10).astype(np.float32)
@@ -130,6 +143,7 @@ def test_a_drifted_table_is_split_locally_in_one_commit(storage, lake):
     seen = _assert_pure(t)
     assert [seen.get(p, 0) for p in range(snap.model.nlist)] == sizes.tolist()
     _assert_exact(t, ids, x)
+    _assert_nearest(t)  # as after a full build: split rows and the rows new centroids took moved
     # rows of the partitions that were not split nor merged stay in their files (the same data files)
     untouched = {p for p in range(before.model.nlist) if p not in split and p not in r["plan"]["merged"]}
     now = {f.file: f.partition for f in snap.fragments}
@@ -167,6 +181,7 @@ def test_rows_leaving_a_fragment_are_marked_deleted_not_rewritten(lake):
     np.testing.assert_array_equal(got_x, x)
     _assert_pure(t)
     _assert_exact(t, ids, x)
+    _assert_nearest(t)
     # compaction folds the deletion vectors away, the index stays in force
     t.compact()
     assert not any(f.has_deletions for f in t.snapshot().fragments)
