@@ -39,7 +39,7 @@ RECENT_QUERIES = 100  # recent rows used as drift queries
 MIN_RECENT_QUERIES = 10  # fewer recent rows than this: drift is judged on the sample of all rows
 SAMPLE_PER_TARGET_PARTITION = 128  # planner sample: rows per partition of the target size
 SAMPLE_MAX_ROWS = 262_144  # cap on the planner sample (bounds the driver's memory)
-MEASURE_TASK_FRAGMENTS = 256  # fragments one measure task reads
+MEASURE_TASK_BYTES = 256 << 20  # data one measure task reads (local engine; distributed: about one per core)
 
 
 def balance(sizes) -> dict:
@@ -219,8 +219,6 @@ def measure(table, snap, target_rows: float, engine="local", seed: int = 1234, p
             sample: bool = True) -> Measurement:
     """Measure version ``snap`` of ``table`` (one read of every fragment; see the module docstring)."""
     import time
-
-    from ..engines import get_engine
     t0 = time.time()
     ds = snap.ds
     frags = list(snap.fragments)
@@ -245,19 +243,15 @@ def measure(table, snap, target_rows: float, engine="local", seed: int = 1234, p
     if sample and snap.index is not None and n:
         rate = min(1.0, SAMPLE_PER_TARGET_PARTITION / max(target_rows, 1.0), SAMPLE_MAX_ROWS / n)
     index_id = snap.index.index_id if snap.index is not None else None
+    from ..engines import task_bytes_for
+    groups = group_by_bytes(frags, task_bytes_for(engine, sum(f.file_size for f in frags), MEASURE_TASK_BYTES))
     tasks = [MeasureTask(i, table.loc.uri, table.data_uri, table.lake.lance_options, snap.version,
-                         tuple((f.fragment_id, f.partition) for f in frags[s:s + MEASURE_TASK_FRAGMENTS]),
-                         index_id, table.meta.metric, queries, k + 1, rate, seed)
-             for i, s in enumerate(range(0, len(frags), MEASURE_TASK_FRAGMENTS))]
+                         tuple((f.fragment_id, f.partition) for f in g), index_id, table.meta.metric, queries, k + 1,
+                         rate, seed) for i, g in enumerate(groups)]
     if progress is not None:
         progress.phase("measure", total=n, unit="rows",
-                       detail=f"exact top-{k} of {len(picks)} sample rows ({len(rq)} recent)")
-    results = []
-    eng = get_engine(engine)
-    for t in tasks:  # one at a time: progress per task, and results merged as they come
-        results += eng.map(run_measure_task, [t], name="optimize (measure)")
-        if progress is not None:
-            progress.advance(results[-1].rows)
+                       detail=f"exact top-{k} of {len(picks)} sample rows ({len(rq)} recent), {len(tasks)} task(s)")
+    results = run_tasks(engine, run_measure_task, tasks, "optimize (measure)", progress, lambda r: r.rows)
     nb = Neighbours.empty(len(queries), k + 1, dim, qids.dtype == object)
     radius: dict = {}
     for r in results:
@@ -275,6 +269,37 @@ def measure(table, snap, target_rows: float, engine="local", seed: int = 1234, p
         np.concatenate([r.sample_part for r in results]) if results else np.zeros(0, np.int32),
         np.concatenate([r.sample_frag for r in results]) if results else np.zeros(0, np.int64),
         rate, round(time.time() - t0, 3))
+
+
+def group_by_bytes(frags: list, task_bytes: int) -> list[list]:
+    """Split fragments (FragmentInfo) into consecutive groups of about ``task_bytes`` each."""
+    groups: list[list] = [[]]
+    acc = 0
+    for f in frags:
+        if groups[-1] and acc + f.file_size > task_bytes:
+            groups.append([])
+            acc = 0
+        groups[-1].append(f)
+        acc += f.file_size
+    return [g for g in groups if g]
+
+
+def run_tasks(engine, fn, tasks: list, name: str, progress=None, rows_of=None) -> list:
+    """Run task records on ``engine``; results in task order. The local engine runs them one at a time, so
+    that progress moves per task; distributed engines get them all at once (they run in parallel)."""
+    from ..engines import engine_name, get_engine
+    eng = get_engine(engine)
+    if engine_name(engine) != "local":
+        results = eng.map(fn, tasks, name=name) if tasks else []
+        if progress is not None and rows_of is not None:
+            progress.advance(sum(rows_of(r) for r in results))
+        return results
+    results = []
+    for t in tasks:
+        results += eng.map(fn, [t], name=name)
+        if progress is not None and rows_of is not None:
+            progress.advance(rows_of(results[-1]))
+    return results
 
 
 def recall_by_nprobe(model: IvfModel, queries: np.ndarray, parts: np.ndarray) -> np.ndarray:
@@ -304,5 +329,5 @@ def drift(m: Measurement, model: IvfModel, parts: np.ndarray, nprobe: int) -> di
             "recent_queries": int(r.sum()), "all_queries": int((~r).sum()), "nprobe": int(nprobe)}
 
 
-__all__ = ["balance", "measure", "Measurement", "MeasureTask", "run_measure_task", "recall_by_nprobe", "recall_at",
+__all__ = ["balance", "measure", "group_by_bytes", "run_tasks", "Measurement", "MeasureTask", "run_measure_task", "recall_by_nprobe", "recall_at",
            "drift", "Neighbours", "EMPTY"]

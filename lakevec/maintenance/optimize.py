@@ -180,7 +180,7 @@ def _retrain(table, snap, m, rep, p, dry_run: bool, o: dict) -> dict:
 
 
 def _rebalance(table, job, snap, m, rep, p, dry_run: bool, o: dict) -> dict:
-    from ..engines import get_engine
+    from ..engines import task_bytes_for
     metric = table.meta.metric
     p.phase("plan", detail="split oversized partitions, merge tiny ones")
     big: dict = {}
@@ -200,15 +200,14 @@ def _rebalance(table, job, snap, m, rep, p, dry_run: bool, o: dict) -> dict:
         if not dry_run:
             job.track_index(index_id)
             rebalance.write_centroids(table, index_id, plan.centroids)
-        tasks = rebalance.plan_move_tasks(table, snap, visit, plan, index_id, o["rewrite_over"], dry_run)
-        eng = get_engine(o["engine"])
-        for t in tasks:  # one at a time: progress per task
-            r = eng.map(rebalance.run_move_task, [t], name="optimize (move)")[0]
-            results.append(r)
+        nbytes = task_bytes_for(o["engine"], sum(f.file_size for f in visit), rebalance.MOVE_TASK_BYTES)
+        tasks = rebalance.plan_move_tasks(table, snap, visit, plan, index_id, o["rewrite_over"], dry_run, nbytes)
+        results = health.run_tasks(o["engine"], rebalance.run_move_task, tasks, "optimize (move)", p,
+                                   lambda r: sum(x.rows for x in r.outcomes))
+        for r in results:
             deletions += r.deletion_files
             if not dry_run:
                 job.track(r.written)
-            p.advance(sum(x.rows for x in r.outcomes))
         part, curve, sizes = _outcome(table, snap, m, plan, results, o, dry_run, index_id)
         rep.update(part)
         if dry_run:

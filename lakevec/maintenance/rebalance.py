@@ -43,7 +43,7 @@ from ..search.reader import vectors_of
 from ..store.lance_io import open_dataset
 from ..store.location import parse_location
 from ..store.objects import ObjectStore
-from .health import _centroids
+from .health import _centroids, group_by_bytes
 
 MAX_ROUNDS = 3  # split passes of the planner (a child still oversized is split again)
 MIN_SAMPLE_PER_CHILD = 4  # sample rows per child below which a partition is not split further
@@ -382,20 +382,12 @@ def write_centroids(table, index_id: str, centroids: np.ndarray) -> None:
 def plan_move_tasks(table, snap, frags: list, plan: Plan, index_id: str, rewrite_over: float, dry_run: bool,
                     task_bytes: int = MOVE_TASK_BYTES) -> list[MoveTask]:
     """Group the fragments to visit into tasks of about ``task_bytes`` each."""
-    groups: list[list] = [[]]
-    acc = 0
-    for f in frags:
-        if groups[-1] and acc + f.file_size > task_bytes:
-            groups.append([])
-            acc = 0
-        groups[-1].append((f.fragment_id, f.partition))
-        acc += f.file_size
     own = tuple(int(x) for x in plan.own)
     new = tuple(int(x) for x in plan.new)
-    return [MoveTask(i, table.loc.uri, table.data_uri, table.lake.lance_options, snap.version, tuple(g), index_id,
-                     table.meta.metric, snap.ds.schema, own, new, float(rewrite_over), dry_run,
-                     centroids=plan.centroids if dry_run else None)
-            for i, g in enumerate(groups) if g]
+    return [MoveTask(i, table.loc.uri, table.data_uri, table.lake.lance_options, snap.version,
+                     tuple((f.fragment_id, f.partition) for f in g), index_id, table.meta.metric, snap.ds.schema, own,
+                     new, float(rewrite_over), dry_run, centroids=plan.centroids if dry_run else None)
+            for i, g in enumerate(group_by_bytes(frags, task_bytes))]
 
 
 __all__ = ["Plan", "plan_rebalance", "assign_rows", "fragments_to_visit", "MoveTask", "MoveResult", "run_move_task",
