@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from ..config import CALIBRATION_K, CALIBRATION_QUERIES, ID_COLUMN, INDEX_DIR, UNASSIGNED, VECTOR_COLUMN
+from ..config import CALIBRATION_K, ID_COLUMN, INDEX_DIR, UNASSIGNED, VECTOR_COLUMN
 from ..index.build import curve_from_ranks, neighbour_ranks
 from ..index.ivf import IvfModel
 from ..search.kernels import distances, sq_norms, topk_rows
@@ -35,7 +35,8 @@ from ..store.location import parse_location
 from ..store.objects import ObjectStore
 
 EMPTY = -2  # partition of an empty neighbour slot (fewer rows than k)
-RECENT_QUERIES = 100  # recent rows used as drift queries
+RECENT_QUERIES = 200  # recent rows used as drift queries
+ALL_QUERIES = 200  # rows of the whole table used as queries (2x the build's calibration: the estimate is steadier)
 MIN_RECENT_QUERIES = 10  # fewer recent rows than this: drift is judged on the sample of all rows
 SAMPLE_PER_TARGET_PARTITION = 128  # planner sample: rows per partition of the target size
 SAMPLE_MAX_ROWS = 262_144  # cap on the planner sample (bounds the driver's memory)
@@ -215,7 +216,7 @@ def _pick(rng, positions: np.ndarray, n: int) -> np.ndarray:
 
 
 def measure(table, snap, target_rows: float, engine="local", seed: int = 1234, progress=None,
-            recent_queries: int = RECENT_QUERIES, all_queries: int = CALIBRATION_QUERIES,
+            recent_queries: int = RECENT_QUERIES, all_queries: int = ALL_QUERIES,
             sample: bool = True) -> Measurement:
     """Measure version ``snap`` of ``table`` (one read of every fragment; see the module docstring)."""
     import time

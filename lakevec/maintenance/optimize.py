@@ -10,9 +10,9 @@
    their rows. Every fragment stays partition-pure, and the files of untouched partitions are kept as
    they are (the new index maps them under the same numbers).
 4. **Re-calibrate** the default nprobe for the new partitioning: exact neighbours of the measured rows
-   (a sample of all rows and the recent ones) are placed by the same rule as the moves, so recall@10 at
-   every nprobe follows without another read; the smallest nprobe reaching the build's target on both
-   samples becomes the default.
+   (200 sampled rows and 200 recent ones) are placed by the same rule as the moves, so recall@10 at every
+   nprobe follows without another read; the default is the smallest nprobe reaching the build's target
+   (0.98) on all of them and the drift threshold (``min_recall``) on the recent ones alone.
 5. **Commit once** through ``lakevec.commit``: a Lance ``Update`` (removed, updated and new fragments) whose
    commit record puts the new index in force and maps every data file of the new version to its partition.
 
@@ -49,9 +49,10 @@ THRESHOLDS = {
     "max_unassigned": 0.05,  # share of unassigned rows
 }
 TOP_SHARE_MIN_PARTITIONS = 200  # below this, the 1% largest is one partition: largest / mean says it all
-SPLIT_OVER = 2.5  # split partitions larger than this x the target size
+SPLIT_OVER = 3.0  # split partitions larger than this x the target size
 MERGE_UNDER = 0.25  # merge partitions smaller than this x the target size
-REWRITE_OVER = 0.5  # a fragment losing more than this share of its rows is rewritten, else gets a deletion vector
+REWRITE_OVER = 0.8  # a fragment losing more than this share of its rows is rewritten, else gets a deletion vector
+# (so a kept fragment holds at least 20% live rows: reads of it cost at most 5x its live bytes until compaction)
 
 
 def target_rows(index: IndexMeta, rows: int) -> float:
@@ -75,7 +76,7 @@ def _check(name, value, lo, hi):
 def optimize(table, retrain: bool = False, dry_run: bool = False, engine="local", seed: int = 1234,
              progress=None, split_over: float = SPLIT_OVER, merge_under: float = MERGE_UNDER,
              rewrite_over: float = REWRITE_OVER, target_recall: float = CALIBRATION_TARGET_RECALL,
-             **thresholds) -> dict:
+             rows_per_partition: float | None = None, **thresholds) -> dict:
     """Measure the index of ``table``; past a threshold, split/merge partitions locally and commit once
     (``retrain``: rebuild the whole index); ``dry_run``: measure and plan exactly, write nothing.
     Thresholds (keywords): ``max_imbalance``, ``max_top1pct_share``, ``min_recall``, ``max_unassigned``.
@@ -90,10 +91,13 @@ def optimize(table, retrain: bool = False, dry_run: bool = False, engine="local"
     _check("merge_under", merge_under, 0.0, 1.0)
     _check("rewrite_over", rewrite_over, 0.0, 1.0)
     _check("target_recall", target_recall, 0.0, 1.0)
+    if rows_per_partition is not None:
+        _check("rows_per_partition", rows_per_partition, 1.0, 1e12)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
     opts = dict(engine=engine, seed=int(seed), th=th, split_over=float(split_over), merge_under=float(merge_under),
-                rewrite_over=float(rewrite_over), target_recall=float(target_recall), t0=time.time())
+                rewrite_over=float(rewrite_over), target_recall=float(target_recall), t0=time.time(),
+                rows_per_partition=rows_per_partition)
     with progress_for(progress, "optimize") as p:
         if retrain or dry_run:
             return _run(table, None, p, retrain, dry_run, opts)
@@ -111,9 +115,11 @@ def _run(table, job, p, retrain: bool, dry_run: bool, o: dict) -> dict:
            "thresholds": o["th"], "index_before": snap.index.index_id if snap.index else None}
     m = None
     if snap.index is not None:
-        m = health.measure(table, snap, target_rows(snap.index, snap.num_rows), o["engine"], o["seed"], p,
+        o["target_rows"] = float(o["rows_per_partition"] or target_rows(snap.index, snap.num_rows))
+        m = health.measure(table, snap, o["target_rows"], o["engine"], o["seed"], p,
                            sample=not retrain)
-        rep["before"] = _state_figures(snap, m, snap.model, m.neighbours.parts, snap.index.default_nprobe)
+        rep["before"] = _state_figures(m.sizes, m.unassigned_rows, m, snap.model, m.neighbours.parts,
+                                       snap.index.default_nprobe)
         rep["measure"] = {"seconds": m.seconds, "recent_rows": m.recent_rows, "table_bytes": m.table_bytes}
         rep["reasons"] = _reasons(rep["before"], o["th"], snap.model.nlist)
     if retrain:
@@ -125,13 +131,12 @@ def _run(table, job, p, retrain: bool, dry_run: bool, o: dict) -> dict:
     return _rebalance(table, job, snap, m, rep, p, dry_run, o)
 
 
-def _state_figures(snap_or_sizes, m, model: IvfModel, parts: np.ndarray, nprobe: int, sizes=None,
-                   unassigned: int | None = None) -> dict:
-    sizes = snap_or_sizes.partition_rows() if sizes is None else sizes
-    rows = m.rows
-    un = m.unassigned_rows if unassigned is None else unassigned
-    return {**health.balance(sizes), "rows": rows, "unassigned_rows": int(un),
-            "unassigned_share": round(un / rows, 4) if rows else 0.0, "default_nprobe": int(nprobe),
+def _state_figures(sizes: np.ndarray, unassigned: int, m, model: IvfModel, parts: np.ndarray, nprobe: int) -> dict:
+    """The figures of one partitioning: balance, unassigned rows, recall@10 at ``nprobe`` of the measured rows
+    whose exact neighbours live in ``parts``."""
+    rows = int(sizes.sum()) + int(unassigned)
+    return {**health.balance(sizes), "rows": rows, "unassigned_rows": int(unassigned),
+            "unassigned_share": round(unassigned / rows, 4) if rows else 0.0, "default_nprobe": int(nprobe),
             "recall_at_default_nprobe": health.drift(m, model, parts, nprobe)}
 
 
@@ -188,7 +193,7 @@ def _rebalance(table, job, snap, m, rep, p, dry_run: bool, o: dict) -> dict:
         if f.partition >= 0 and f.num_rows > big.get(f.partition, (None, -1))[1]:
             big[f.partition] = (f.fragment_id, f.num_rows)
     plan = rebalance.plan_rebalance(snap.model, m.sizes, m.sample_vec, m.sample_part, m.sample_frag, m.sample_rate,
-                                    {q: v[0] for q, v in big.items()}, target_rows(snap.index, snap.num_rows),
+                                    {q: v[0] for q, v in big.items()}, o["target_rows"],
                                     o["split_over"], o["merge_under"], o["seed"])
     index_id = f"ivf-{snap.version:06d}-{new_id()[:12]}"
     visit = rebalance.fragments_to_visit(snap, plan, m.radius, metric)
@@ -241,11 +246,13 @@ def _outcome(table, snap, m, plan, results, o, dry_run, index_id):
     parts = parts.reshape(nb.parts.shape)
     model = IvfModel(plan.centroids, table.meta.metric)
     recent = m.recent
-    nprobe = smallest_nprobe(health.recall_by_nprobe(model, m.queries[~recent], parts[~recent]), o["target_recall"])
+    # the build's target on every measured row (recent and sampled alike), and at least the drift threshold
+    # on the recent rows alone, so that the next run does not find drift right away
+    curve = health.recall_by_nprobe(model, m.queries, parts)
+    nprobe = smallest_nprobe(curve, o["target_recall"])
     if recent.sum() >= health.MIN_RECENT_QUERIES:
         nprobe = max(nprobe, smallest_nprobe(health.recall_by_nprobe(model, m.queries[recent], parts[recent]),
-                                             o["target_recall"]))
-    curve = health.recall_by_nprobe(model, m.queries, parts)
+                                             o["th"]["min_recall"]))
     if dry_run:
         written = int(sum(x.file_size * (x.rows if x.action == "rewrite" else x.leaving) / max(1, x.physical_rows)
                           for x in outs.values() if x.action != "keep"))
@@ -253,7 +260,7 @@ def _outcome(table, snap, m, plan, results, o, dry_run, index_id):
         written = int(sum(r.written.bytes for r in results))
     acts = [x.action for x in outs.values()]
     moved = int(sum(x.leaving for x in outs.values()))
-    after = _state_figures(None, m, model, parts, nprobe, sizes=sizes, unassigned=0)
+    after = _state_figures(sizes, 0, m, model, parts, nprobe)
     part = {
         "action": "rebalance", "index_after": None if dry_run else index_id, "after": after,
         "plan": {"target_rows": round(plan.target_rows, 1), "partitions_before": snap.model.nlist,

@@ -46,6 +46,7 @@ from ..store.objects import ObjectStore
 from .health import _centroids, group_by_bytes
 
 MAX_ROUNDS = 3  # split passes of the planner (a child still oversized is split again)
+CHILD_OVER = 1.5  # a child estimated larger than this x the target (it took rows from its neighbours) is split again
 MIN_SAMPLE_PER_CHILD = 4  # sample rows per child below which a partition is not split further
 MOVE_TASK_BYTES = 256 << 20  # source bytes one move task reads
 MOVE_FLUSH_BYTES = 512 << 20  # moved rows a task buffers before writing (one fragment per partition per flush)
@@ -188,9 +189,6 @@ def plan_rebalance(model: IvfModel, sizes: np.ndarray, sample_vec: np.ndarray, s
     cents = model.centroids
     t = float(target_rows)
     to_split = [int(p) for p in np.argsort(-sizes, kind="stable") if sizes[p] > split_over * t]
-    merged = [int(p) for p in range(nlist) if sizes[p] < merge_under * t and p not in to_split]
-    if len(merged) >= nlist:
-        merged = []
     children: list[_Child] = []
     split_info: dict = {}
     unsplittable = []
@@ -205,12 +203,12 @@ def plan_rebalance(model: IvfModel, sizes: np.ndarray, sample_vec: np.ndarray, s
         keep = _keeper(lab, sample_frag[sel] == largest_file.get(p, -1), len(ch))
         children += [_Child(c, p, p if j == keep else None) for j, c in enumerate(ch)]
         split_info[p] = {"rows": int(sizes[p])}
-    kept = [q for q in range(nlist) if q not in split_info and q not in merged]
+    kept = [q for q in range(nlist) if q not in split_info]
     for rnd in range(1, MAX_ROUNDS):  # split again the children the sample says are still oversized
         c2, own, new, _, nums = _numbering(nlist, cents, kept, children)
         lab = assign_rows(c2, metric, own, new, sample_vec, sample_part)
         est = np.bincount(lab, minlength=len(c2)) / rate
-        grown = {i for i, n in enumerate(nums) if est[n] > split_over * t}
+        grown = {i for i, n in enumerate(nums) if est[n] > min(split_over, CHILD_OVER) * t}
         if not grown:
             break
         nxt: list[_Child] = []
@@ -225,6 +223,8 @@ def plan_rebalance(model: IvfModel, sizes: np.ndarray, sample_vec: np.ndarray, s
             keep = _keeper(sub, sample_part[sel] == c.parent, len(ch)) if c.keeps is not None else -1
             nxt += [_Child(x, c.parent, c.keeps if j == keep else None) for j, x in enumerate(ch)]
         children = nxt
+    merged = _merges(nlist, cents, kept, children, sizes, sample_vec, sample_part, rate, merge_under * t, metric)
+    kept = [q for q in kept if q not in merged]
     c2, own, new, relocated, nums = _numbering(nlist, cents, kept, children)
     lab = assign_rows(c2, metric, own, new, sample_vec, sample_part)
     for p, info in split_info.items():
@@ -232,6 +232,37 @@ def plan_rebalance(model: IvfModel, sizes: np.ndarray, sample_vec: np.ndarray, s
     return Plan(c2, own, new, t, split_info, merged, relocated, unsplittable,
                 np.round(np.bincount(lab, minlength=len(c2)) / rate).astype(np.int64),
                 int(sum(int((sample_part == p).sum()) for p in split_info)))
+
+
+def _merges(nlist, cents, kept, children, sizes, sample_vec, sample_part, rate, under: float, metric) -> list:
+    """Greedily remove the smallest kept partition while one is smaller than ``under`` rows: its rows go to
+    their nearest remaining centroid (so its neighbours grow before the next pick). Return the removed."""
+    if under <= 0:
+        return []
+    c2, own, new, _, _ = _numbering(nlist, cents, kept, children)  # no merge yet: kept q has number q
+    lab = assign_rows(c2, metric, own, new, sample_vec, sample_part)
+    est = np.bincount(lab, minlength=len(c2)) / rate
+    # kept partitions: their true size, plus the sampled rows they receive, less the sampled rows they lose
+    moved = lab != sample_part
+    gain = np.bincount(lab[moved], minlength=len(c2)) / rate
+    loss = np.bincount(sample_part[moved & (sample_part >= 0)], minlength=nlist) / rate
+    est[kept] = np.maximum(sizes[kept] + gain[kept] - loss[kept], 0.0)
+    alive = np.ones(len(c2), dtype=bool)
+    merged: list[int] = []
+    while alive.sum() > 1:
+        small = [q for q in kept if alive[q] and est[q] < under]
+        if not small:
+            break
+        q = min(small, key=lambda x: (est[x], x))
+        alive[q] = False
+        merged.append(int(q))
+        rows = np.flatnonzero(lab == q)
+        if len(rows):
+            live = np.flatnonzero(alive)
+            lab[rows] = live[IvfModel(c2[live], metric).assign(sample_vec[rows])]
+            np.add.at(est, lab[rows], 1.0 / rate)
+        est[q] = 0.0
+    return merged
 
 
 def _keeper(labels: np.ndarray, prefer: np.ndarray, k: int) -> int:

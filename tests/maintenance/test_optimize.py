@@ -117,7 +117,7 @@ def test_a_healthy_table_is_left_alone(lake):
         assert "healthy" in r["message"]
         b = r["before"]
         assert b["largest_over_mean"] <= 3.5 and b["unassigned_share"] == 0.0
-        assert b["recall_at_default_nprobe"]["recent_queries"] == 100  # the 300 appended rows are the recent ones
+        assert b["recall_at_default_nprobe"]["recent_queries"] == 200  # the 300 appended rows are the recent ones
         assert b["recall_at_default_nprobe"]["recent"] >= 0.95
         assert t.version == v and _lake_files(t) == files and t.index_info()["index_id"] == index
 
