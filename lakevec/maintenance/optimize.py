@@ -327,13 +327,18 @@ def _check_unchanged(table, snap) -> None:
                                   f"{st.index_version}) since version {snap.version} was read; nothing was "
                                   "committed, run optimize again")
     now = {fr.fragment_id: fr.metadata for fr in ds.get_fragments()}
+    was = {fr.fragment_id: fr.metadata for fr in snap.ds.get_fragments()}
     for f in snap.fragments:
-        md = now.get(f.fragment_id)
-        old = snap.ds.get_fragment(f.fragment_id).metadata
-        if md is None or md.files[0].path != f.file or str(md.deletion_file) != str(old.deletion_file):
+        md, old = now.get(f.fragment_id), was[f.fragment_id]
+        if md is None or md.files[0].path != f.file or _deletions(md) != _deletions(old):
             raise CommitConflictError(f"optimize of table {table.name!r}: fragment {f.fragment_id} ({f.file}) was "
                                       f"changed by a concurrent commit since version {snap.version}; nothing was "
                                       "committed, run optimize again")
+
+
+def _deletions(md):
+    d = md.deletion_file
+    return None if d is None else (d.id, d.read_version, d.num_deleted_rows)
 
 
 __all__ = ["optimize", "THRESHOLDS", "target_rows"]

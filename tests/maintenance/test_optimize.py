@@ -199,6 +199,27 @@ def test_rows_leaving_a_fragment_are_marked_deleted_not_rewritten(lake):
     _assert_exact(t, ids, x)
 
 
+def test_cosine_table_with_string_ids(lake):
+    rng = np.random.default_rng(2)
+    t = lake.create_table("c", dim=DIM, metric="cosine", id_type="string")
+    x0 = CENTERS[rng.integers(0, 8, 1200)] + rng.standard_normal((1200, DIM))
+    t.add({"id": [f"a{i}" for i in range(1200)], "vector": x0.astype(np.float32)})
+    t.build_index(num_partitions=8)
+    x1 = CENTERS[0] + rng.uniform(0.05, 0.56, (3000, 1)) * (CENTERS[1] - CENTERS[0]) + rng.standard_normal((3000, DIM))
+    t.add({"id": [f"b{i}" for i in range(3000)], "vector": x1.astype(np.float32)})
+    r = t.optimize()
+    assert r["committed"] and r["plan"]["split"] and r["after"]["largest_over_mean"] <= 3.5
+    _assert_pure(t)
+    ids = np.array([f"a{i}" for i in range(1200)] + [f"b{i}" for i in range(3000)])
+    x = np.concatenate([x0, x1])
+    q = x[[3, 1500, 4000]] + 0.05
+    idx, dist = brute_force(x, q, 10, "cosine")
+    got_ids, got = result_matrix(t.search(q, k=10, nprobe=r["after"]["partitions"]), 3, 10)
+    assert np.array_equal(got_ids, ids[idx])
+    np.testing.assert_allclose(got, dist, rtol=1e-4, atol=1e-4)
+    assert t.count_rows() == 4200 and t.optimize()["action"] == "none"
+
+
 def test_dry_run_is_exact_and_writes_nothing(lake):
     t = _drifted(lake)
     v, files = t.version, _lake_files(t)
