@@ -73,7 +73,7 @@ def _figures(f: dict | None) -> str:
         parts.append(f"1% largest hold {f['top1pct_share']:.1%}")
     if f.get("unassigned_share") is not None:
         parts.append(f"unassigned {f['unassigned_share']:.1%}")
-    rr = [f"{k} {rec[k]:.3f}" for k in ("recent", "all") if rec.get(k) is not None]
+    rr = [f"{k} {rec[k]:.3f}" for k in ("recent", "all", "calibrated") if rec.get(k) is not None]
     parts.append(f"nprobe {f.get('default_nprobe', '?')}" + (f": recall@10 {', '.join(rr)}" if rr else ""))
     return "; ".join(parts)
 

@@ -215,17 +215,25 @@ def _pick(rng, positions: np.ndarray, n: int) -> np.ndarray:
     return np.sort(rng.choice(positions, min(n, len(positions)), replace=False))
 
 
+def recent_rows(snap, old_files: set | None) -> int | None:
+    """Rows of ``snap`` in data files that the version putting the index in force did not have (None: unknown)."""
+    if old_files is None:
+        return None
+    return int(sum(f.num_rows for f in snap.fragments if f.file not in old_files))
+
+
 def measure(table, snap, target_rows: float, engine="local", seed: int = 1234, progress=None,
             recent_queries: int = RECENT_QUERIES, all_queries: int = ALL_QUERIES,
-            sample: bool = True) -> Measurement:
-    """Measure version ``snap`` of ``table`` (one read of every fragment; see the module docstring)."""
+            sample: bool = True, old_files=False) -> Measurement:
+    """Measure version ``snap`` of ``table`` (one read of every fragment; see the module docstring).
+    ``old_files``: the files of the version that put the index in force (``recent_files``), if known."""
     import time
     t0 = time.time()
     ds = snap.ds
     frags = list(snap.fragments)
     n = sum(f.num_rows for f in frags)
     starts = np.cumsum([0] + [f.num_rows for f in frags])
-    old = recent_files(table, snap.state) if snap.index is not None else None
+    old = old_files if old_files is not False else (recent_files(table, snap.state) if snap.index else None)
     recent_pos = (np.concatenate([np.arange(starts[i], starts[i + 1]) for i, f in enumerate(frags)
                                   if f.file not in old] or [np.zeros(0, np.int64)]) if old is not None else None)
     k = min(CALIBRATION_K, max(0, n - 1))
@@ -330,5 +338,5 @@ def drift(m: Measurement, model: IvfModel, parts: np.ndarray, nprobe: int) -> di
             "recent_queries": int(r.sum()), "all_queries": int((~r).sum()), "nprobe": int(nprobe)}
 
 
-__all__ = ["balance", "measure", "group_by_bytes", "run_tasks", "Measurement", "MeasureTask", "run_measure_task", "recall_by_nprobe", "recall_at",
+__all__ = ["balance", "measure", "recent_files", "recent_rows", "group_by_bytes", "run_tasks", "Measurement", "MeasureTask", "run_measure_task", "recall_by_nprobe", "recall_at",
            "drift", "Neighbours", "EMPTY"]
