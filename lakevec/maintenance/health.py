@@ -293,21 +293,22 @@ def group_by_bytes(frags: list, task_bytes: int) -> list[list]:
     return [g for g in groups if g]
 
 
-def run_tasks(engine, fn, tasks: list, name: str, progress=None, rows_of=None) -> list:
+def run_tasks(engine, fn, tasks: list, name: str, progress=None, rows_of=None, on_result=None) -> list:
     """Run task records on ``engine``; results in task order. The local engine runs them one at a time, so
-    that progress moves per task; distributed engines get them all at once (they run in parallel)."""
+    that progress moves per task and ``on_result`` (e.g. remembering files to delete on failure) sees each
+    result before the next task starts; distributed engines get them all at once (they run in parallel)."""
     from ..engines import engine_name, get_engine
     eng = get_engine(engine)
-    if engine_name(engine) != "local":
-        results = eng.map(fn, tasks, name=name) if tasks else []
-        if progress is not None and rows_of is not None:
-            progress.advance(sum(rows_of(r) for r in results))
-        return results
+    batches = [tasks] if engine_name(engine) != "local" else [[t] for t in tasks]
     results = []
-    for t in tasks:
-        results += eng.map(fn, [t], name=name)
-        if progress is not None and rows_of is not None:
-            progress.advance(rows_of(results[-1]))
+    for batch in batches:
+        got = eng.map(fn, batch, name=name) if batch else []
+        for r in got:
+            if on_result is not None:
+                on_result(r)
+            if progress is not None and rows_of is not None:
+                progress.advance(rows_of(r))
+        results += got
     return results
 
 

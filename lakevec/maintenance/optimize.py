@@ -114,10 +114,14 @@ def _run(table, job, p, retrain: bool, dry_run: bool, o: dict) -> dict:
     rep = {"table": table.name, "version": ds.version, "dry_run": dry_run, "retrain": retrain, "committed": False,
            "thresholds": o["th"], "index_before": snap.index.index_id if snap.index else None}
     m = None
+    if snap.index is not None and not retrain:
+        quiet = _unchanged_since_index(table, snap, rep, o)
+        if quiet is not None:
+            return quiet
     if snap.index is not None:
         o["target_rows"] = float(o["rows_per_partition"] or target_rows(snap.index, snap.num_rows))
         m = health.measure(table, snap, o["target_rows"], o["engine"], o["seed"], p,
-                           sample=not retrain)
+                           sample=not retrain, old_files=o.get("old_files", False))
         rep["before"] = _state_figures(m.sizes, m.unassigned_rows, m, snap.model, m.neighbours.parts,
                                        snap.index.default_nprobe)
         rep["measure"] = {"seconds": m.seconds, "recent_rows": m.recent_rows, "table_bytes": m.table_bytes}
@@ -129,6 +133,29 @@ def _run(table, job, p, retrain: bool, dry_run: bool, o: dict) -> dict:
                    message="healthy: every measurement is within its threshold; nothing to do")
         return rep
     return _rebalance(table, job, snap, m, rep, p, dry_run, o)
+
+
+def _unchanged_since_index(table, snap, rep: dict, o: dict) -> dict | None:
+    """The fast no-op: no row was added since the index was put in force (its calibration still holds), none
+    is unassigned, the partitions are balanced and the calibrated recall meets ``min_recall``: say so without
+    reading any data. Else None (measure)."""
+    old = health.recent_files(table, snap.state)
+    o["old_files"] = old
+    if health.recent_rows(snap, old) != 0 or snap.unassigned:
+        return None
+    idx = snap.index
+    calibrated = dict((int(n), float(r)) for n, r in idx.recall_curve or []).get(int(idx.default_nprobe))
+    before = {**health.balance(snap.partition_rows()), "unassigned_rows": 0, "unassigned_share": 0.0,
+              "default_nprobe": int(idx.default_nprobe),
+              "recall_at_default_nprobe": {"calibrated": calibrated, "recent": None, "all": None, "recent_queries": 0,
+                                           "all_queries": 0, "nprobe": int(idx.default_nprobe)}}
+    if _reasons(before, o["th"], snap.model.nlist) or (calibrated is not None and calibrated < o["th"]["min_recall"]):
+        return None
+    rep.update(before=before, reasons=[], action="none", measure={"seconds": 0.0, "recent_rows": 0},
+               seconds=round(time.time() - o["t0"], 3),
+               message="healthy: no row was added since the index was put in force (version "
+                       f"{snap.state.index_version}) and its partitions are balanced; nothing to do")
+    return rep
 
 
 def _state_figures(sizes: np.ndarray, unassigned: int, m, model: IvfModel, parts: np.ndarray, nprobe: int) -> dict:
@@ -207,12 +234,13 @@ def _rebalance(table, job, snap, m, rep, p, dry_run: bool, o: dict) -> dict:
             rebalance.write_centroids(table, index_id, plan.centroids)
         nbytes = task_bytes_for(o["engine"], sum(f.file_size for f in visit), rebalance.MOVE_TASK_BYTES)
         tasks = rebalance.plan_move_tasks(table, snap, visit, plan, index_id, o["rewrite_over"], dry_run, nbytes)
-        results = health.run_tasks(o["engine"], rebalance.run_move_task, tasks, "optimize (move)", p,
-                                   lambda r: sum(x.rows for x in r.outcomes))
-        for r in results:
-            deletions += r.deletion_files
+        def keep_track(r):  # as each task returns: its files are removed if the job ends without a commit
+            deletions.extend(r.deletion_files)
             if not dry_run:
                 job.track(r.written)
+
+        results = health.run_tasks(o["engine"], rebalance.run_move_task, tasks, "optimize (move)", p,
+                                   lambda r: sum(x.rows for x in r.outcomes), keep_track)
         part, curve, sizes = _outcome(table, snap, m, plan, results, o, dry_run, index_id)
         rep.update(part)
         if dry_run:

@@ -314,18 +314,27 @@ def test_a_concurrent_change_refuses_the_commit_and_leaves_no_files(lake, monkey
 
 
 def test_a_failing_task_leaves_the_table_unchanged(lake, monkeypatch):
+    import importlib
+
     from lakevec.commit import FragmentSink
+    rebalance = importlib.import_module("lakevec.maintenance.rebalance")
     t = _drifted(lake)
     v, files = t.version, _lake_files(t)
+    monkeypatch.setattr(rebalance, "MOVE_TASK_BYTES", 30_000)  # several move tasks: the second one fails
     real = FragmentSink.finish
+    calls = []
 
     def finish_then_fail(self):
-        real(self)
-        raise OSError("disk on fire")
+        out = real(self)
+        calls.append(len(out.fragments))
+        if len(calls) == 2:
+            raise OSError("disk on fire")
+        return out
 
     monkeypatch.setattr(FragmentSink, "finish", finish_then_fail)
     with pytest.raises(lakevec.LakevecError, match="disk on fire"):
         t.optimize(rewrite_over=0.9)
+    assert len(calls) == 2 and calls[0] > 0  # the first task had written files (and deletion vectors)
     assert t.version == v and _lake_files(t) == files
 
 
