@@ -223,9 +223,9 @@ def run(args) -> dict:
 
 def format_report(rep: dict) -> str:
     d = rep["dataset"]
-    lines = [f"optimize under drift: {d['name']} {d['rows']:,} x {d['dim']} ({d['metric']}), index on "
-             f"{d['indexed_first']:,} rows, then {d['appended']:,} appended on one side of {d['direction']}; "
-             f"{d['queries']} queries, {rep['storage']} lake, repeat {rep['config']['repeat']}",
+    lines = [(f"optimize under drift: {d['name']} {d['rows']:,} x {d['dim']} ({d['metric']}), index on "
+              f"{d['indexed_first']:,} rows, then {d['appended']:,} appended on one side of {d['direction']}; "
+              f"{d['queries']} queries, {rep['storage']} lake, repeat {rep['config']['repeat']}"),
              f"median (min..max); load average {rep['machine'].get('loadavg_1_5_15')}", ""]
     rows = [["index", "partitions", "largest/mean", "nprobe", "search s", "x fresh", "distances x fresh",
              "recall@10", "bytes written", "job s", "fragments (deleted rows)"]]

@@ -86,7 +86,7 @@ class Neighbours:
     vecs: np.ndarray  # (m, k, dim) float32
 
     @classmethod
-    def empty(cls, m: int, k: int, dim: int, string_ids: bool) -> "Neighbours":
+    def empty(cls, m: int, k: int, dim: int, string_ids: bool) -> Neighbours:
         ids = np.full((m, k), "", dtype=object) if string_ids else np.full((m, k), -1, dtype=np.int64)
         return cls(np.full((m, k), np.inf, dtype=np.float32), ids, np.full((m, k), EMPTY, dtype=np.int32),
                    np.zeros((m, k, dim), dtype=np.float32))
@@ -102,7 +102,7 @@ class Neighbours:
         self.vecs = np.take_along_axis(cv, sel[:, :, None], axis=1)
         self.dist = sd
 
-    def without_self(self, query_ids: np.ndarray, k: int) -> "Neighbours":
+    def without_self(self, query_ids: np.ndarray, k: int) -> Neighbours:
         """Drop each query's own row (queries are table rows); keep the k nearest others."""
         m = self.dist.shape[0]
         out = Neighbours.empty(m, k, self.vecs.shape[2], self.ids.dtype == object)
@@ -202,9 +202,10 @@ def recent_files(table, state) -> set | None:
     """Return the data files of the version that put the index in force (None if that version is gone)."""
     if state is None or state.index_version is None:
         return None
+    from ..errors import LakevecError
     try:
         ds = table._open_version(state.index_version)
-    except Exception:  # vacuumed: every row counts as recent
+    except LakevecError:  # vacuumed: every row counts as recent
         return None
     return {fr.metadata.files[0].path for fr in ds.get_fragments() if fr.metadata.files}
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..commit import Change, WriteJob, WrittenFiles
 from ..commit.protocol import not_committed
-from ..config import CALIBRATION_TARGET_RECALL, UNASSIGNED
+from ..config import CALIBRATION_TARGET_RECALL
 from ..errors import CommitConflictError, IndexError_, InvalidArgumentError
 from ..index.build import curve_points, smallest_nprobe
 from ..index.ivf import IvfModel
@@ -144,7 +144,7 @@ def _unchanged_since_index(table, snap, rep: dict, o: dict) -> dict | None:
     if health.recent_rows(snap, old) != 0 or snap.unassigned:
         return None
     idx = snap.index
-    calibrated = dict((int(n), float(r)) for n, r in idx.recall_curve or []).get(int(idx.default_nprobe))
+    calibrated = {int(n): float(r) for n, r in idx.recall_curve or []}.get(int(idx.default_nprobe))
     before = {**health.balance(snap.partition_rows()), "unassigned_rows": 0, "unassigned_share": 0.0,
               "default_nprobe": int(idx.default_nprobe),
               "recall_at_default_nprobe": {"calibrated": calibrated, "recent": None, "all": None, "recent_queries": 0,
