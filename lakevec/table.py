@@ -254,6 +254,16 @@ class Table:
         from .maintenance import compact
         return compact(self, target_rows=target_rows, engine=engine)
 
+    def optimize(self, retrain: bool = False, dry_run: bool = False, engine: str = "local", **kw) -> dict:
+        """Keep the index healthy as the table grows: measure partition imbalance, drift (recall@10 of recent
+        rows at the default nprobe) and unassigned rows; past a threshold, split oversized partitions and
+        merge tiny ones locally, re-calibrate nprobe and commit once (``retrain``: rebuild the index). A
+        healthy table is left as it is. Returns a report (see lakevec.maintenance.optimize)."""
+        if not dry_run:
+            self._check_writable()
+        from .maintenance import optimize
+        return optimize(self, retrain=retrain, dry_run=dry_run, engine=engine, **kw)
+
     def vacuum(self, older_than=None, dry_run: bool = False, force: bool = False) -> dict:
         """Remove versions older than ``older_than`` (timedelta or seconds; default and minimum 7 days, less
         only with ``force=True``) and the files and objects no kept version and no running job can use

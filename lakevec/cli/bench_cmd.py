@@ -16,6 +16,7 @@ BENCHMARKS = {
     "cache": "NVMe cache: cold vs warm reads, hit ratio, cost",
     "scale": "metadata cost as tables grow: appends into 1M-16M rows, cold open after 1,000 commits",
     "join": "similarity joins (10k x 1M, WordNet self-join) vs faiss, Lance, brute force, Spark",
+    "optimize": "index maintenance under drift: optimize vs a fresh rebuild (imbalance, search time, bytes)",
 }
 
 

@@ -202,6 +202,45 @@ def _calibrate(cq, metric, vec, parts, ids_col, best_d, best_p, best_i) -> None:
     best_i[:] = np.take_along_axis(cat_i, sel, axis=1)
 
 
+def neighbour_ranks(model: IvfModel, cq: np.ndarray, parts: np.ndarray, found: np.ndarray | None = None) -> np.ndarray:
+    """Return, for each query and each of its exact neighbours, the nprobe that finds it (1-based).
+
+    ``parts`` (m, k): the partition of every neighbour (-1: an empty slot, never found); ``found`` (m, k),
+    optional: neighbours scanned whatever nprobe is (unassigned rows), found at nprobe 1."""
+    m, k = parts.shape
+    if m == 0 or k == 0:
+        return np.zeros((m, k), dtype=np.int64)
+    ranks = np.empty((m, model.nlist), dtype=np.int64)
+    ranks[np.arange(m)[:, None], model.rank_partitions(cq)] = np.arange(model.nlist)[None, :]
+    safe = np.where(parts >= 0, parts, 0)
+    needed = np.take_along_axis(ranks, safe, axis=1) + 1
+    needed[parts < 0] = model.nlist + 1
+    if found is not None:
+        needed[found] = 1
+    return needed
+
+
+def curve_from_ranks(needed: np.ndarray, nlist: int) -> np.ndarray:
+    """Return recall for nprobe = 1..nlist from ``neighbour_ranks`` output (all neighbours weigh the same)."""
+    if needed.size == 0:
+        return np.ones(nlist)
+    counts = np.bincount(np.minimum(needed.ravel(), nlist + 1), minlength=nlist + 2)
+    return np.cumsum(counts)[1:nlist + 1] / needed.size
+
+
+def smallest_nprobe(curve: np.ndarray, target: float) -> int:
+    """Return the smallest nprobe whose recall reaches ``target`` (all partitions if none does)."""
+    reach = np.flatnonzero(np.asarray(curve) >= target)
+    return int(reach[0] + 1) if len(reach) else len(curve)
+
+
+def curve_points(curve: np.ndarray, default_nprobe: int) -> list:
+    """Return the ``IndexMeta.recall_curve`` points: powers of two and the default nprobe."""
+    nlist = len(curve)
+    probes = sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, default_nprobe) if p <= nlist})
+    return [[p, round(float(curve[p - 1]), 4)] for p in probes]
+
+
 def recall_curve(model: IvfModel, cq: np.ndarray, cq_ids: np.ndarray, results: list[BuildTaskResult],
                  k: int = CALIBRATION_K) -> np.ndarray:
     """Return recall@k of IVF search for nprobe = 1..nlist, from the merged calibration top-k."""
@@ -213,17 +252,11 @@ def recall_curve(model: IvfModel, cq: np.ndarray, cq_ids: np.ndarray, results: l
     order = np.argsort(d, axis=1, kind="stable")
     p = np.take_along_axis(p, order, axis=1)
     i = np.take_along_axis(i, order, axis=1)
-    d = np.take_along_axis(d, order, axis=1)
-    ranks = np.empty((len(cq), model.nlist), dtype=np.int32)
-    ranked = model.rank_partitions(cq)
-    ranks[np.arange(len(cq))[:, None], ranked] = np.arange(model.nlist)[None, :]
-    needed = []
+    parts = np.full((len(cq), k), -1, dtype=np.int64)
     for qi in range(len(cq)):
         keep = [j for j in range(p.shape[1]) if p[qi, j] >= 0 and i[qi, j] != cq_ids[qi]][:k]
-        needed.append([ranks[qi, p[qi, j]] + 1 for j in keep] + [model.nlist + 1] * (k - len(keep)))
-    needed = np.asarray(needed)
-    counts = np.bincount(np.minimum(needed.ravel(), model.nlist + 1), minlength=model.nlist + 2)
-    return np.cumsum(counts)[1:model.nlist + 1] / needed.size
+        parts[qi, :len(keep)] = p[qi, keep]
+    return curve_from_ranks(neighbour_ranks(model, cq, parts), model.nlist)
 
 
 def build_index(table, num_partitions: int | None = None, engine: str = "local", sample_rows: int | None = None,
@@ -324,13 +357,10 @@ def _build(table, job: WriteJob, num_partitions, engine, sample_rows, target_rec
     if written.rows != n:
         raise LakevecError(f"index build of table {table.name!r} wrote {written.rows} rows, expected {n}")
     curve = recall_curve(model, cq, cq_ids, results)
-    reach = np.flatnonzero(curve >= target_recall)
-    default_nprobe = int(reach[0] + 1) if len(reach) else nlist
+    default_nprobe = smallest_nprobe(curve, target_recall)
     sizes = np.sum([r.partition_rows for r in results], axis=0)
-    probes = sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, default_nprobe) if p <= nlist})
     meta = IndexMeta(index_id, metric, table.meta.dim, nlist, rv, None, [int(s) for s in sizes],
-                     default_nprobe, [[p, round(float(curve[p - 1]), 4)] for p in probes], len(train_idx),
-                     0.0, time.time())
+                     default_nprobe, curve_points(curve, default_nprobe), len(train_idx), 0.0, time.time())
     meta.stats = {"sample_seconds": round(t_sample, 3), "train_seconds": round(t_train, 3),
                   "tasks": len(tasks), "engine": engine_name(engine), "seed": seed}
     meta.build_seconds = round(time.time() - t0, 3)
