@@ -165,9 +165,10 @@ def apply_record(state: TableState, rec: dict, version: int) -> TableState:
 
 def txn_of(ds, version: int | None = None) -> str | None:
     """Return the lakevec txn that committed ``version`` (default: the dataset's), or None."""
+    from .store.lance_io import read_transaction
     v = ds.version if version is None else version
     try:
-        t = ds.read_transaction(v)
+        t = read_transaction(ds, v)
     except Exception as e:
         from .store.objects import wrap_io_error
         raise wrap_io_error(e, f"reading the transaction of version {v} of {ds.uri}") from e

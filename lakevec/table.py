@@ -11,7 +11,7 @@ from .errors import InvalidArgumentError, StorageError
 from .metadata import TableFiles, TableMeta
 from .snapshot import Snapshot, build_snapshot
 from .state import StateReader, TableState
-from .store.lance_io import drain_io_stats, open_dataset
+from .store.lance_io import drain_io_stats, open_dataset, read_transaction
 
 
 class Table:
@@ -110,7 +110,7 @@ class Table:
         for v in vs:
             n = v["version"]
             try:
-                tx = ds.read_transaction(n)
+                tx = read_transaction(ds, n)
             except Exception:
                 tx = None
             op = None

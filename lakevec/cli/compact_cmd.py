@@ -42,6 +42,8 @@ def run(args) -> dict:
 
 
 def format_text(r: dict) -> str:
+    if r.get("skipped"):
+        return f"{r['table']!r}: compaction skipped: {r['skipped']}; version {r['version']} unchanged"
     if not r.get("committed"):
         return (f"{r['table']!r}: nothing to compact ({r['fragments_before']} fragments, none small enough "
                 f"to merge within a partition); version {r['version']} unchanged")

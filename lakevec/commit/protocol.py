@@ -119,6 +119,13 @@ class Change:
             d["runs_added"] = [r.to_json() for r in self.runs_added]
         return d
 
+    @property
+    def gap_sensitive(self) -> bool:
+        """Whether a commit landing between validation and this one could duplicate something of it (ids, a key,
+        source files). Only such changes wait for a quiet moment before committing; the others (index builds,
+        compaction, deletes) let Lance re-base them, or refuse them on a real conflict."""
+        return bool(self.keys or self.sources or (self.new_keys is not None and len(self.new_keys)))
+
 
 @dataclass
 class CommitResult:
@@ -310,10 +317,12 @@ def commit(t, change: Change, read_state: TableState, what: str) -> CommitResult
         except Exception as e:
             raise _mark_not_committed(wrap_io_error(e, what)) from e
         t.states.remember_record(rec)
-        try:  # narrow the window in which Lance would re-base this commit over another one (a gap)
-            moved = _open_latest(t).version != state.version
-        except Exception:
-            moved = False  # the commit below reports the store's state
+        moved = False
+        if change.gap_sensitive:  # narrow the window in which Lance would re-base this commit over another one
+            try:
+                moved = _open_latest(t).version != state.version
+            except Exception:
+                moved = False  # the commit below reports the store's state
         if moved and attempt < MAX_ATTEMPTS:
             time.sleep(delay * random.random())  # jitter: writers racing for the same version spread out
             delay = min(BACKOFF_MAX, delay * 2)

@@ -9,6 +9,12 @@ and search speed come back. The driver commits one Lance ``Rewrite`` through ``l
 (concurrent appends survive it), with the new files' partitions in the commit record. Never Lance's
 generic compaction: it would mix partitions.
 
+Compaction yields to index builds and ``optimize``: while another job of those kinds holds a live lease on
+the table, ``compact`` commits nothing and says so (``"skipped"``). Both rewrite the same fragments, so one
+of them would lose its commit to the other, and the build is the more expensive one to repeat. (The
+check is a courtesy, not a lock: a build that starts just after it can still conflict; the commit
+protocol keeps that safe.)
+
 Id runs: when the table has more than ``MERGE_RUNS_OVER`` id runs (one per ingestion), they are merged
 into one, in the same commit, so the id checks of later appends stay cheap.
 """
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 import lance
 import numpy as np
 
-from ..commit import Change, FragmentSink, WriteJob, WrittenFiles, delete_written
+from ..commit import Change, FragmentSink, WriteJob, WrittenFiles, delete_written, live_leases
 from ..commit.ids import merge_runs
 from ..config import INDEX_DIR, MAX_ROWS_PER_FILE, PARTITION_COLUMN, UNASSIGNED, VECTOR_COLUMN
 from ..errors import InvalidArgumentError
@@ -150,14 +156,30 @@ def compact(table, target_rows: int | None = None, engine="local", task_bytes: i
         return _compact(table, job, int(target_rows), engine, task_bytes, t0)
 
 
+YIELDS_TO = ("index", "optimize")  # job kinds compaction does not race (see the module docstring)
+
+
+def running_rewrites(table, own_job: str) -> list[dict]:
+    """The live leases of other jobs that rewrite the whole table (index builds, optimize)."""
+    return [b for b in live_leases(table.store, table.loc) if b.get("kind") in YIELDS_TO and b.get("job") != own_job]
+
+
 def _compact(table, job: WriteJob, target_rows: int, engine, task_bytes: int, t0: float) -> dict:
     ds, state = job.ds, job.state
     snap = table._snapshot_of(ds)
     before = len(snap.fragments)
-    groups = plan_compaction(snap, target_rows)
-    merge = list(state.runs.values()) if len(state.runs) > MERGE_RUNS_OVER else []
     result = {"version": ds.version, "fragments_before": before, "fragments_after": before, "groups": 0,
               "fragments_merged": 0, "rows_rewritten": 0, "id_runs_merged": 0, "committed": False}
+    busy = running_rewrites(table, job.txn)
+    if busy:
+        b = busy[0]
+        result["skipped"] = (f"a {'n index build' if b['kind'] == 'index' else 'n optimize'} (job {b['job'][:12]}, "
+                             f"host {b.get('host')}) is rewriting the table; compaction yields to it")
+        result["seconds"] = round(time.time() - t0, 3)
+        log.info("compact %r: %s", table.name, result["skipped"])
+        return result
+    groups = plan_compaction(snap, target_rows)
+    merge = list(state.runs.values()) if len(state.runs) > MERGE_RUNS_OVER else []
     if not groups and not merge:
         result["seconds"] = round(time.time() - t0, 3)
         return result

@@ -95,6 +95,17 @@ def scan(ds: lance.LanceDataset, what: str, counters: IOCounters | None = None, 
             drain_io_stats(ds, counters)
 
 
+def read_transaction(ds: lance.LanceDataset, version: int):
+    """``ds.read_transaction(version)`` on a private handle of the dataset.
+
+    pylance's ``read_transaction`` borrows its dataset mutably and releases the GIL while it reads: any other
+    thread that touches the same ``LanceDataset`` meanwhile (even ``ds.version``) fails with "Already
+    mutably borrowed". Tables share their latest dataset between threads (searches, readers, commits), so
+    the transaction is read on a handle checked out for this call alone (no I/O for the version in memory).
+    """
+    return ds._ds.checkout_version(int(version)).read_transaction(int(version))
+
+
 def file_path(df) -> str:
     """The path (relative to data/) of a Lance ``DataFile``, as a plain ``str``.
 

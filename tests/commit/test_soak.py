@@ -74,14 +74,14 @@ MAINTAINER = """
         try:
             if job == "index":
                 t.build_index(num_partitions=8)
+                done.append("ok")
             else:
-                t.compact()
-            done.append("ok")
+                done.append("yielded" if t.compact().get("skipped") else "ok")
         except lakevec.CommitConflictError:
             done.append("conflict")
         except Exception as e:
             done.append("error " + type(e).__name__ + ": " + str(e)[:300])
-        time.sleep(2 if job == "index" else 1)
+        time.sleep(3 if job == "index" else 1)
     print(json.dumps(done))
 """
 
@@ -103,7 +103,8 @@ READER = """
                     errors.append(f"wrong result: {ids.tolist()} -> {got} {d.tolist()}")
                 searches[0] += 1
             except Exception as e:
-                errors.append(type(e).__name__ + ": " + str(e)[:300])
+                errors.append(type(e).__name__ + ": " + str(e)[:300]
+                              + ("" if errors else "\\n" + traceback.format_exc()[-2500:]))
     ths = [threading.Thread(target=reader, args=(r,)) for r in range(8)]
     [x.start() for x in ths]; [x.join() for x in ths]
     print(json.dumps({"errors": errors, "searches": searches[0], "cache": lake.cache.stats()}))
@@ -136,7 +137,8 @@ def test_soak_writers_maintenance_and_readers(s3_server, tmp_path):
     procs += [("reader", start(READER, cache))]  # one process, 8 reader threads sharing the NVMe cache
     t0 = time.time()
     while not all((tmp_path / f"go-{i}.ready").exists() for i in range(1, n[0] + 1)):
-        assert time.time() - t0 < 180 and all(p.poll() is None for _, p in procs), "a soak process died starting"
+        dead = [(kind, p.communicate()[1][-3000:]) for kind, p in procs if p.poll() is not None]
+        assert time.time() - t0 < 180 and not dead, f"a soak process died starting: {dead}"
         time.sleep(0.1)
     for i in range(1, n[0] + 1):
         (tmp_path / f"go-{i}").touch()
@@ -189,6 +191,6 @@ def test_soak_writers_maintenance_and_readers(s3_server, tmp_path):
     assert "ok" in maint["index"] and "ok" in maint["compact"]
     for (kind, _), r in outs.items():
         if kind == "reader":
-            assert r["errors"] == [], r["errors"][:5]
+            assert not r["errors"], f"{len(r['errors'])} reader errors, the first: " + "\n".join(r["errors"][:2])
             assert r["searches"] > 0
             assert r["cache"]["used_bytes"] <= CACHE_BYTES, r["cache"]

@@ -64,6 +64,26 @@ def test_compact_unindexed_table_and_target_rows(local_lake):
         t.compact(target_rows=0)
 
 
+def test_compact_yields_to_a_running_index_build(local_lake):
+    """While an index build (or optimize) holds a live lease, compaction commits nothing and says why; an
+    ingestion's lease does not stop it, nor does an expired build lease."""
+    from lakevec.commit.claims import JobLease
+
+    t = local_lake.create_table("t", dim=4)
+    for k in range(4):
+        t.add({"id": np.arange(k * 10, (k + 1) * 10), "vector": np.full((10, 4), k, np.float32)})
+    v = t.version
+    for kind in ("index", "optimize"):
+        with JobLease(t.store, t.loc, f"job-{kind}", kind):
+            r = t.compact()
+        assert not r["committed"] and "yields" in r["skipped"] and kind in r["skipped"].replace("n index", " index")
+        assert t.version == v
+    with JobLease(t.store, t.loc, "job-ingest", "ingest"), JobLease(t.store, t.loc, "job-old", "index",
+                                                                      lease_seconds=-1):
+        r = t.compact()
+    assert r["committed"] and r["fragments_after"] == 1 and t.version == v + 1 and t.count_rows() == 40
+
+
 def test_compact_drops_deleted_rows(local_lake):
     t = local_lake.create_table("t", dim=4)
     t.add({"id": np.arange(100), "vector": np.ones((100, 4), np.float32)})
