@@ -43,7 +43,7 @@ from ..state import (CHECKPOINT_EVERY, CHECKPOINTS_DIR, COMMITS_DIR, FORMAT, OP_
                      TableState, apply_record, txn_of)
 from ..store.lance_io import open_dataset
 from ..store.lance_io import file_path
-from ..store.objects import wrap_io_error
+from ..store.objects import clean_error_text, wrap_io_error
 from .ids import RunReader, overlap
 
 log = logging.getLogger("lakevec.commit")
@@ -272,12 +272,18 @@ def _is_lance_conflict(e: BaseException) -> tuple[bool, bool]:
         from lance.commit import CommitConflictError as LanceConflict
     except ImportError:  # pragma: no cover
         LanceConflict = ()
-    if LanceConflict and isinstance(e, LanceConflict):
-        return True, bool(getattr(e, "retryable", True))
     low = str(e).lower()
+    # Lance marks every conflict retryable, but a rewrite of fragments another commit removed can never land
+    gone = any(m in low for m in _FRAGMENTS_GONE)
+    if LanceConflict and isinstance(e, LanceConflict):
+        return True, bool(getattr(e, "retryable", True)) and not gone
     if "commit conflict" in low or "preempted by concurrent" in low:
-        return True, "retryable" in low
+        return True, "retryable" in low and not gone
     return False, False
+
+
+_FRAGMENTS_GONE = ("does not contain a fragment", "wants to replace", "fragment that was deleted",
+                   "fragments that were deleted")
 
 
 # test hook: called after validation and before the Lance commit (to inject concurrent commits)
@@ -340,7 +346,7 @@ def commit(t, change: Change, read_state: TableState, what: str) -> CommitResult
             if conflict:
                 why = "retries exhausted" if retryable else "an incompatible concurrent change"
                 raise _mark_not_committed(CommitConflictError(
-                    f"{what}: {why} ({str(e).splitlines()[0][:200]}); nothing was committed, retry the job")) from e
+                    f"{what}: {why} ({clean_error_text(e)[:200]}); nothing was committed, retry the job")) from e
             new = _resolve_uncertain(t, change, state.version, e, what)
         except BaseException as e:  # an interrupt: Python raises it once Lance's (blocking) call has returned
             try:
