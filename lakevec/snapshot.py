@@ -24,6 +24,7 @@ class FragmentInfo:
     partition: int = UNASSIGNED
     has_deletions: bool = False
     single_file: bool = True  # all columns in one data file (our writers always do this)
+    deletion: str = ""  # identity of its deletion file ("<read_version>-<id>"), "" without one
 
 
 @dataclass
@@ -67,8 +68,10 @@ def build_snapshot(ds: lance.LanceDataset, state: TableState, files: TableFiles)
         n = md.physical_rows
         if deleted:
             n = md.num_rows if hasattr(md, "num_rows") else fr.count_rows()
+        dv = f"{md.deletion_file.read_version}-{md.deletion_file.id}" if deleted else ""
         infos.append(FragmentInfo(md.id, file_path(df) if df else "", int(df.file_size_bytes or 0) if df else 0,
-                                  int(n), UNASSIGNED if part is None else int(part), deleted, len(md.files) == 1))
+                                  int(n), UNASSIGNED if part is None else int(part), deleted, len(md.files) == 1,
+                                  dv))
     snap = Snapshot(ds, ds.version, infos, state=state)
     if state.index is not None:
         snap.index = state.index

@@ -6,9 +6,10 @@
 What is cached
     The data files of partitions (every fragment of an indexed table holds exactly one partition),
     keyed by their object URI. Object names are immutable UUIDs, so a copy is never stale; a file of
-    an old version stays valid for time travel. Fragments with deletion files are read by Lance's
-    scanner, not as files, and are not cached. Index centroids and partition maps stay in memory
-    (``TableFiles``).
+    an old version stays valid for time travel. A fragment with a deletion file is cached the same way
+    (its data file never changes; the reader keeps its live rows). Multi-file fragments (written by
+    other tools) are read by Lance's scanner and not cached. Index centroids and partition maps stay in
+    memory (``TableFiles``).
 
 Units
     Statistics, pins, admission and eviction work on units: one partition of one index of one table,

@@ -619,7 +619,7 @@ class NvmeCache:
         idx = _snapshot_index_id(snap)
         units = self._units_of(snap, partitions, tbl)
         self.flush()
-        unit_bytes = {p: sum(f.file_size for f in frs if f.single_file and not f.has_deletions) for p, frs in units}
+        unit_bytes = {p: sum(f.file_size for f in frs if f.single_file) for p, frs in units}
         warm_units = {unit_of(tbl, idx, p) for p, _ in units}
         with self.db.txn() as c:
             # pins of this table's earlier indexes name clusters that no longer exist: release them
@@ -656,7 +656,7 @@ class NvmeCache:
         for p, frs in plan:
             result["partitions"] += 1
             for f in frs:
-                if f.has_deletions or not f.single_file:
+                if not f.single_file:
                     result["uncacheable_files"] += 1  # read through Lance's scanner, not as a file
                     continue
                 result["files"] += 1

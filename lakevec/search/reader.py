@@ -4,8 +4,10 @@ A fragment whose columns sit in one data file and which has no deletions is read
 that file (``lance.file.LanceFileReader``): from the lake path on local disk, else the whole object
 is fetched with one GET (``ObjectStore.download``) into the NVMe cache (if configured) or a
 temporary file. Whole-object reads keep S3 requests at one per file and bytes at exactly the
-probed partitions' size. Anything else (deletion files, multi-file fragments) goes through Lance's
-scanner, which is always correct.
+probed partitions' size. A fragment with a deletion file (rows that ``optimize`` moved out, or that a
+delete removed) is read the same way, then its live rows are kept: their offsets come from Lance (a scan of
+row addresses only, which reads the deletion file) and are remembered with the decoded file, under the
+deletion file's identity. Multi-file fragments (other writers) go through Lance's scanner.
 """
 from __future__ import annotations
 
@@ -65,18 +67,34 @@ class FragmentReader:
     def read(self, frag: FragmentInfo, columns=(ID_COLUMN, VECTOR_COLUMN), partition: int = -1) -> pa.Table:
         """Return ``columns`` of ``frag`` plus ``_rowaddr`` as a pyarrow Table."""
         cols = list(columns)
-        if frag.has_deletions or not frag.single_file:
+        if not frag.single_file:
             return self._read_lance(frag, cols)
         uri = self.file_uri(frag)
         key = (uri, tuple(cols))
+        tbl = self.memory.get(key) if self.memory is not None else None
+        if tbl is None:
+            tbl = self._read_uncached(frag, uri, cols, partition)
+            if self.memory is not None:
+                self.memory.put(key, tbl)
+        if frag.has_deletions:
+            tbl = tbl.take(self._live_offsets(frag, uri))
+        return tbl
+
+    def _live_offsets(self, frag: FragmentInfo, uri: str) -> pa.Array:
+        """The offsets (in its data file) of the rows of ``frag`` that its deletion file keeps."""
+        key = (uri, "live", frag.deletion)
         if self.memory is not None:
             hit = self.memory.get(key)
             if hit is not None:
                 return hit
-        tbl = self._read_uncached(frag, uri, cols, partition)
+        t = scan(self.ds, f"reading the deletion file of fragment {frag.fragment_id} of {self.data_uri}",
+                 self.store.counters, columns=[], with_row_address=True,
+                 fragments=[self.ds.get_fragment(frag.fragment_id)])
+        addr = t.column("_rowaddr").to_numpy()
+        live = pa.array((addr & np.uint64(0xFFFFFFFF)).astype(np.int64))
         if self.memory is not None:
-            self.memory.put(key, tbl)
-        return tbl
+            self.memory.put(key, live)
+        return live
 
     def _read_uncached(self, frag: FragmentInfo, uri: str, cols: list[str], partition: int) -> pa.Table:
         use_cache = True

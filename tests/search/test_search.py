@@ -293,3 +293,32 @@ def test_cosine_self_matches_are_zero_not_negative(lake):
     t.add({"id": np.arange(200), "vector": x})
     d = t.search(x, k=1).column("distance").to_numpy()
     assert (d >= 0).all() and d.max() < 1e-5
+
+
+@pytest.mark.parametrize("nvme", [False, True], ids=["memory-cache", "nvme-cache"])
+def test_fragments_with_deleted_rows_are_read_from_their_files_without_the_deleted_rows(storage, tmp_path, nvme):
+    """Rows deleted from a fragment (deletion vectors, as optimize leaves them) never come back, though
+    the fragment is read from its (cached) data file: the version before the delete still has them, the
+    version after does not, whatever was cached first."""
+    opts = {"cache_dir": str(tmp_path / "nvme")} if nvme else {}
+    lk = lakevec.connect(storage.uri, storage_options=storage.storage_options, **opts)
+    t = lk.create_table("t", dim=DIM)
+    d = _data(600)
+    t.add(d)
+    t.build_index(num_partitions=6)
+    q = _queries(8)
+    before = t.version
+    _assert_exact(t, d, q, 10, "l2", nprobe=6)  # caches every data file
+    t._open_latest().delete("id % 3 = 0")  # a deletion file in every fragment (another Lance writer)
+    assert all(f.has_deletions and f.deletion for f in t.snapshot().fragments)
+    keep = d["id"] % 3 != 0
+    live = {"id": d["id"][keep], "vector": d["vector"][keep]}
+    res = _assert_exact(t, live, q, 10, "l2", nprobe=6)
+    assert not set(res.column("id").to_pylist()) & set(d["id"][~keep].tolist())
+    _assert_exact(t, live, q, 10, "l2", nprobe=6, filter="tag < 7")  # the filter's row mask on the kept rows
+    _assert_exact(t.checkout(before), d, q, 10, "l2", nprobe=6)  # time travel: the same files, all rows
+    t._open_latest().delete("id % 3 = 1")  # a second deletion file replaces the first
+    keep = d["id"] % 3 == 2
+    _assert_exact(t, {"id": d["id"][keep], "vector": d["vector"][keep]}, q, 10, "l2", nprobe=6)
+    if nvme and not storage.uri.startswith("/"):
+        assert t.last_search_stats["io"]["cache_hits"] > 0  # deletion fragments come from the NVMe copy
