@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 
+from ..arrays import unique
 from ..config import META_DIR
 from ..errors import IndexError_, StorageError
 from ..state import IDS_DIR, IdRun
@@ -78,7 +79,7 @@ def write_run(store, table_loc, path: str, ids, id_type: str) -> IdRun | None:
     """Write the sorted unique keys of ``ids`` as the run at ``path``; return its IdRun (None if no ids)."""
     if ids is None or not len(ids):
         return None
-    keys = np.unique(id_keys(ids, id_type))
+    keys = unique(id_keys(ids, id_type))
     lo, hi = bounds(ids, id_type)
     buf = io.BytesIO()
     np.save(buf, keys, allow_pickle=False)
@@ -91,7 +92,7 @@ def merge_runs(store, table_loc, runs: list[IdRun], path: str) -> IdRun | None:
     if not runs:
         return None
     reader = RunReader(store, table_loc)
-    keys = np.unique(np.concatenate([reader.keys(r) for r in runs]))
+    keys = unique(np.concatenate([reader.keys(r) for r in runs]))
     buf = io.BytesIO()
     np.save(buf, keys, allow_pickle=False)
     store.write_bytes(table_loc.join(META_DIR, path), buf.getvalue())

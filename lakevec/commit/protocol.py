@@ -36,13 +36,23 @@ from dataclasses import dataclass, field
 import lance
 import numpy as np
 
+from ..arrays import unique
 from ..config import ID_COLUMN, META_DIR
 from ..errors import CommitConflictError, LakevecError, StorageError, ValidationError
 from ..metadata import IndexMeta
-from ..state import (CHECKPOINT_EVERY, CHECKPOINTS_DIR, COMMITS_DIR, FORMAT, OP_PROPERTY, TXN_PROPERTY, IdRun,
-                     TableState, apply_record, txn_of)
-from ..store.lance_io import open_dataset
-from ..store.lance_io import file_path
+from ..state import (
+    CHECKPOINT_EVERY,
+    CHECKPOINTS_DIR,
+    COMMITS_DIR,
+    FORMAT,
+    OP_PROPERTY,
+    TXN_PROPERTY,
+    IdRun,
+    TableState,
+    apply_record,
+    txn_of,
+)
+from ..store.lance_io import file_path, open_dataset
 from ..store.objects import clean_error_text, wrap_io_error
 from .ids import RunReader, overlap
 
@@ -181,7 +191,7 @@ class _Conflicts:
             lo, hi = change.runs_added[0].lo, change.runs_added[0].hi
             found = [overlap(change.new_keys, reader.keys(r)) for r in runs if r.overlaps(lo, hi)]
             if found:
-                self.dup_keys = np.unique(np.concatenate(found))
+                self.dup_keys = unique(np.concatenate(found))
 
     @property
     def already(self) -> bool:

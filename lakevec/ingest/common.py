@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import lance
 import numpy as np
 
+from ..arrays import unique
 from ..commit import Change, WriteJob, WrittenFiles, not_committed
 from ..commit.ids import id_keys, run_path, write_run
 from ..errors import CommitConflictError, InvalidArgumentError
@@ -97,7 +98,7 @@ def commit_ingest(table, job: WriteJob, state, written: WrittenFiles, ids, spec,
         info["columns"] = [f.name for f in spec.user_schema]
     change = Change(op="append", operation=op, files=dict(written.partitions), index_id=index_id,
                     runs_added=[run] if run is not None else [],
-                    new_keys=np.unique(id_keys(ids, id_type)) if run is not None else None,
+                    new_keys=unique(id_keys(ids, id_type)) if run is not None else None,
                     sources=[source_hash(f) for f in files or []], rejects=[rej] if rej else [],
                     info=info, exact=first_rows, columns=[f.name for f in spec.user_schema or []],
                     on_duplicate="raise" if on_bad_rows == "raise" else "drop")
@@ -125,7 +126,7 @@ def commit_ingest(table, job: WriteJob, state, written: WrittenFiles, ids, spec,
             run2 = write_run(table.store, table.loc, run_path(job.txn, 1 + dropped[0]), kept_ids, id_type)
             job.track_object(run2.path)
             change.runs_added = [run2]
-            change.new_keys = np.unique(id_keys(kept_ids, id_type))
+            change.new_keys = unique(id_keys(kept_ids, id_type))
         else:
             change.runs_added, change.new_keys = [], None
         change.info.update(rows=int(new.rows), bytes=int(new.bytes))

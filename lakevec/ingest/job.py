@@ -17,6 +17,7 @@ nothing (``skipped``).
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 from ..commit import AlreadyCommitted, FragmentSink, WriteJob, WrittenFiles
@@ -24,7 +25,8 @@ from ..commit.ids import IdIndex
 from ..config import ID_COLUMN, MAX_REPORTED_PROBLEMS, VECTOR_COLUMN
 from ..errors import InvalidArgumentError, ValidationError
 from .common import AddResult, check_args, commit_ingest, new_sources, skipped_result
-from .convert import FileSource, is_path_input, iter_parquet, memory_batches, rename_columns, resolve_files, sources_key
+from .convert import (FileSource, is_path_input, iter_parquet, memory_batches, read_ahead, rename_columns, resolve_files,
+                      sources_key)
 from .schema import fix_user_columns, table_spec
 from .validate import IdTracker, check_batch, format_problems
 
@@ -64,8 +66,9 @@ def _add(table, data, id_column, vector_column, on_bad_rows, idempotency_key, ch
                 old += more_old
                 if not files:
                     return skipped_result(job.state.version, key, t0, len(old))
-                streams = [(f.uri, _file_batches(f, table.lake.storage_options, id_column, vector_column))
-                           for f in files]
+                opts = table.lake.storage_options
+                flat = read_ahead((f.uri, b) for f in files for b in _file_batches(f, opts, id_column, vector_column))
+                streams = ((src, (b for _, b in group)) for src, group in itertools.groupby(flat, key=lambda x: x[0]))
             else:
                 streams = [("input", memory_batches(data, id_column, vector_column))]
             total = sum(f.size for f in files) if files is not None else None

@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..arrays import unique
 from ..config import ID_COLUMN, PARTITION_COLUMN, VECTOR_COLUMN
 from ..errors import SchemaError
-
 
 FIRST_ROW_MEMORY = 1_000_000  # ids whose first row number is remembered for duplicate messages
 
@@ -65,7 +65,7 @@ class IdTracker:
         self._index = existing if hasattr(existing, "contains") else None
         if self._index is None and existing is not None and len(existing):
             if id_type == "int64":
-                self._existing = np.unique(np.asarray(existing, dtype=np.int64))
+                self._existing = unique(np.asarray(existing, dtype=np.int64))
             else:
                 self._existing_str = set(existing)
         if not hasattr(self, "_existing"):

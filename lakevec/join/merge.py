@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..arrays import unique
 from ..search.kernels import topk_rows
 from .plan import mix64
 
@@ -193,7 +194,7 @@ class RangeAcc:
         rank = _ranks(q)
         over = rank >= self.cap
         if over.any():
-            self.capped[np.unique(q[over])] = True
+            self.capped[unique(q[over])] = True
             keep = ~over
             q, r, d = q[keep], r[keep], d[keep]
         self.q, self.r, self.d, self.n = [q], [r], [d], len(q)
@@ -242,7 +243,7 @@ def keep_best(tbl: pa.Table, per_row: int) -> tuple[pa.Table, np.ndarray]:
     ref = tbl.column("_ref").to_numpy()
     rank = _ranks(ref)
     over = rank >= per_row
-    overflow = np.unique(ref[over]) if over.any() else np.zeros(0, dtype=np.int64)
+    overflow = unique(ref[over]) if over.any() else np.zeros(0, dtype=np.int64)
     if over.any():
         keep = ~over
         tbl = tbl.filter(pa.array(keep))

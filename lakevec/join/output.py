@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..arrays import unique
 from ..errors import InvalidArgumentError, StorageError
 from ..store.location import parse_location
 from ..store.objects import ObjectStore, wrap_io_error
@@ -86,7 +87,7 @@ def _left_dataset(spec: FinalSpec):
 def _left_columns_from_shards(spec: FinalSpec, refs: np.ndarray) -> pa.Table:
     from .scratch import ScratchSpec, SectionIndex, read_sections, scratch_store
     store = scratch_store(ScratchSpec(spec.scratch_root, spec.storage_options))
-    shards = set(np.unique(refs >> 32).tolist())
+    shards = set(unique(refs >> 32).tolist())
     tables = []
     for sidx, uri, off, n, rows in spec.shard_columns:
         if sidx in shards:
