@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli_helpers import lake_args, run_cli  # tests/cli is on sys.path (its conftest)
+
 import lakevec
 from lakevec.cli import common, main as cli_main
 from lakevec.store.location import parse_location
@@ -27,31 +29,6 @@ from lakevec.store.objects import ObjectStore
 
 REPO = Path(__file__).resolve().parents[2]
 DIM = 16
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No AWS_* / LAKEVEC_* variables leak in: every test passes its lake and options explicitly."""
-    for name in list(os.environ):
-        if (name.startswith("AWS_") and name != "AWS_CA_BUNDLE") or name.startswith("LAKEVEC_"):
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def run_cli(capsys, *argv):
-    """Run ``lakevec argv`` in-process; return (exit code, stdout, stderr)."""
-    code = cli_main.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def lake_args(storage) -> list[str]:
-    args = ["--lake", storage.uri]
-    for k, v in (storage.storage_options or {}).items():
-        args += ["--storage-option", f"{k}={v}"]
-    return args
 
 
 def vectors(n: int, seed: int = 0) -> np.ndarray:

@@ -2,38 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
+from cli_helpers import lake_args, run_cli  # tests/cli is on sys.path (its conftest)
+
 import lakevec
-from lakevec.cli import main as cli_main
 
 DIM = 8
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if (name.startswith("AWS_") and name != "AWS_CA_BUNDLE") or name.startswith("LAKEVEC_"):
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def run_cli(capsys, *argv):
-    code = cli_main.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def lake_args(storage) -> list[str]:
-    args = ["--lake", storage.uri]
-    for k, v in (storage.storage_options or {}).items():
-        args += ["--storage-option", f"{k}={v}"]
-    return args
 
 
 def rows(n, start=0, seed=0):
