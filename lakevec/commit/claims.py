@@ -132,6 +132,24 @@ def live_leases(store, table_loc, now: float | None = None) -> list[dict]:
     return out
 
 
+def wait_while_running(store, table_loc, kinds: tuple, own_job: str, timeout: float = 300.0,
+                       poll: float = 0.25) -> float:
+    """Wait until no other job of ``kinds`` holds a live lease on the table (or ``timeout`` seconds have
+    passed); return the seconds waited. Jobs that rewrite the same fragments use it with the lease of their
+    own already taken: a job that starts later sees that lease and stays away (compaction yields to index
+    builds), and this one waits for those that started first, so the two never rewrite the same version."""
+    t0 = time.time()
+    waited = False
+    while True:
+        busy = [b for b in live_leases(store, table_loc) if b.get("kind") in kinds and b.get("job") != own_job]
+        if not busy or time.time() - t0 >= timeout:
+            return time.time() - t0 if waited else 0.0
+        if not waited:
+            log.info("waiting for %d running %s job(s) to finish", len(busy), "/".join(kinds))
+        waited = True
+        time.sleep(poll)
+
+
 @dataclass
 class Claim:
     """An acquired claim: the attempt object this job created."""

@@ -28,7 +28,7 @@ import pyarrow as pa
 from ..config import (CALIBRATION_K, CALIBRATION_QUERIES, CALIBRATION_TARGET_RECALL, ID_COLUMN,
                       INDEX_DIR, KMEANS_MAX_POINTS_PER_CENTROID, PARTITION_COLUMN, VECTOR_COLUMN,
                       default_num_partitions)
-from ..commit import Change, FragmentSink, WriteJob, WrittenFiles, delete_written
+from ..commit import Change, FragmentSink, WriteJob, WrittenFiles, delete_written, wait_while_running
 from ..errors import InvalidArgumentError, LakevecError
 from ..metadata import IndexMeta
 from ..search.kernels import distances, topk_rows
@@ -271,6 +271,8 @@ def build_index(table, num_partitions: int | None = None, engine: str = "local",
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
     with progress_for(progress, "build_index") as p, WriteJob(table, "index") as job:
+        if wait_while_running(table.store, table.loc, ("compact",), job.txn):  # compaction yields to this build
+            job.refresh()  # read what the compactions that started first committed
         return _build(table, job, num_partitions, engine, sample_rows, target_recall, int(seed), task_bytes, t0, p)
 
 

@@ -11,9 +11,11 @@ generic compaction: it would mix partitions.
 
 Compaction yields to index builds and ``optimize``: while another job of those kinds holds a live lease on
 the table, ``compact`` commits nothing and says so (``"skipped"``). Both rewrite the same fragments, so one
-of them would lose its commit to the other, and the build is the more expensive one to repeat. (The
-check is a courtesy, not a lock: a build that starts just after it can still conflict; the commit
-protocol keeps that safe.)
+of them would lose its commit to the other, and the build is the more expensive one to repeat. The build
+takes its lease first and then waits for compactions that are already running
+(``commit.wait_while_running``), and compaction takes its lease before it looks: whichever starts second
+sees the other's lease, so they do not rewrite the same version. (A lease that expired, e.g. of a job that
+was killed, counts for nothing; the commit protocol keeps every interleaving safe.)
 
 Id runs: when the table has more than ``MERGE_RUNS_OVER`` id runs (one per ingestion), they are merged
 into one, in the same commit, so the id checks of later appends stay cheap.

@@ -38,7 +38,7 @@ import time
 import lance
 import numpy as np
 
-from ..commit import Change, WriteJob, WrittenFiles
+from ..commit import Change, WriteJob, WrittenFiles, wait_while_running
 from ..commit.protocol import not_committed
 from ..config import CALIBRATION_TARGET_RECALL
 from ..errors import CommitConflictError, IndexError_, InvalidArgumentError
@@ -110,6 +110,8 @@ def optimize(table, retrain: bool = False, dry_run: bool = False, engine="local"
         if retrain or dry_run:
             return _run(table, None, p, retrain, dry_run, opts)
         with WriteJob(table, "optimize") as job:
+            if wait_while_running(table.store, table.loc, ("compact",), job.txn):  # compaction yields to this job
+                job.refresh()
             return _run(table, job, p, False, False, opts)
 
 

@@ -81,7 +81,7 @@ MAINTAINER = """
             done.append("conflict")
         except Exception as e:
             done.append("error " + type(e).__name__ + ": " + str(e)[:300])
-        time.sleep(3 if job == "index" else 1)
+        time.sleep(4 if job == "index" else 1)  # gaps between builds, in which compaction (yielding to builds) runs
     print(json.dumps(done))
 """
 

@@ -337,3 +337,33 @@ def test_the_same_seed_builds_the_same_index_and_another_seed_another(tmp_path):
     assert metas[0][0] == metas[1][0] and metas[0][1] == metas[1][1]
     np.testing.assert_array_equal(metas[0][2], metas[1][2])
     assert not np.array_equal(metas[0][2], metas[2][2])
+
+
+def test_a_build_waits_for_a_compaction_that_started_first(lake):
+    """A compaction running when the build starts (its lease is live) finishes first; the build then reads
+    the version it made. Here the "compaction" commits an append and ends after 1 s: the build's read
+    version includes it, so its rows are assigned by the build, not left unassigned."""
+    import threading
+
+    from lakevec.commit.claims import JobLease
+
+    t = lake.create_table("t", dim=DIM)
+    d = _clustered(400)
+    t.add(d)
+    other = lakevec.connect(lake.uri, storage_options=lake.storage_options).open_table("t")
+    lease = JobLease(t.store, t.loc, "a-running-compaction", "compact").__enter__()
+    done = {}
+
+    def finish():
+        more = _clustered(50, seed=7)
+        more["id"] = np.arange(10_000, 10_050)
+        done["version"] = other.add(more).version
+        lease.release()
+
+    timer = threading.Timer(1.0, finish)
+    timer.start()
+    meta = t.build_index(num_partitions=4)
+    timer.join()
+    assert meta.read_version >= done["version"]
+    seen, snap = _assert_pure(t)
+    assert not snap.unassigned and sum(seen.values()) == 450
