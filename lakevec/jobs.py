@@ -106,13 +106,20 @@ def _run(engine: str, kind: str, args) -> dict:
 def main(engine: str, kind: str, argv=None) -> int:
     """Run a job; return the process exit status (see module doc)."""
     args = _parser(engine, kind).parse_args(argv)
+    return run_job(args, lambda: _run(engine, kind, args))
+
+
+def run_job(args, work) -> int:
+    """The body of every job entry point (ingest, index, join, dedup): logging on stderr (``--quiet``: warnings
+    only), ``work()`` run, its summary printed as one JSON line; a failure prints one ``error: ...`` line and
+    returns 1 (a lakevec error), 2 (anything else) or 130 (interrupted)."""
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "faiss", "ray", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from .errors import LakevecError
     try:
-        summary = _run(engine, kind, args)
+        summary = work()
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -12,9 +12,7 @@ session is used, under ``ray job submit`` the job's cluster; with plain python a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 import time
 
 log = logging.getLogger("lakevec.jobs")
@@ -94,23 +92,6 @@ def _run(engine: str, kind: str, args) -> dict:
 
 def main(engine: str, kind: str, argv=None) -> int:
     """Run a join or dedup job; return the exit status (see the module docstring)."""
+    from ..jobs import run_job
     args = _parser(engine, kind).parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "faiss", "ray", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    from ..errors import LakevecError
-    try:
-        summary = _run(engine, kind, args)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except LakevecError as e:
-        print(f"error: {' '.join(str(e).split())[:1000]}", file=sys.stderr)
-        return 1
-    except Exception as e:
-        log.debug("unexpected failure", exc_info=True)
-        print(f"error: unexpected {type(e).__name__}: {' '.join(str(e).split())[:1000]}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, default=str))
-    return 0
+    return run_job(args, lambda: _run(engine, kind, args))
